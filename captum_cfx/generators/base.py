@@ -1,0 +1,138 @@
+"""The generator protocol: one latent space, ``encode(x) -> Latent`` and a differentiable ``decode``."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from captum_cfx._validation import check_images
+
+__all__ = ["Latent", "LatentGenerator"]
+
+
+@dataclass
+class Latent:
+    """A batch of latent codes: a **free** part that methods optimise and a **fixed** part carried along.
+
+    Methods only ever touch :attr:`free`. Indexing a ``Latent`` by a batch index selects the same rows
+    of both parts, so per-sample early stopping works for every generator.
+
+    Args:
+        free: the optimised tensor, batch first, e.g. a VAE mean ``(N, d)`` or a diffusion
+            autoencoder's semantic code.
+        fixed: named tensors, batch first, that are decoded with the free part but never optimised
+            (a diffusion autoencoder's ``x_T``, a GAN's noise inputs).
+
+    Shape:
+        - free: ``(N, *)``; every tensor of ``fixed``: ``(N, *)``.
+    """
+
+    free: Tensor
+    fixed: dict[str, Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.free, Tensor):
+            raise TypeError(f"`free` must be a torch.Tensor; got {type(self.free).__name__}")
+        if self.free.dim() < 1:
+            raise ValueError("`free` must have a batch dimension; got a 0-d tensor")
+        for k, v in self.fixed.items():
+            if not isinstance(v, Tensor) or v.dim() < 1 or v.shape[0] != self.free.shape[0]:
+                raise ValueError(f"`fixed[{k!r}]` must be a tensor with batch size {self.free.shape[0]}; "
+                                 f"got {getattr(v, 'shape', type(v).__name__)}")
+
+    def __len__(self) -> int:
+        return self.free.shape[0]
+
+    def __getitem__(self, index: Any) -> Latent:
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return Latent(self.free[index], {k: v[index] for k, v in self.fixed.items()})
+
+    def replace(self, free: Tensor) -> Latent:
+        """The same fixed part with a new free part (same batch size)."""
+        return Latent(free, self.fixed)
+
+    def detach(self) -> Latent:
+        return Latent(self.free.detach(), {k: v.detach() for k, v in self.fixed.items()})
+
+    def to(self, *args: Any, **kwargs: Any) -> Latent:
+        return Latent(self.free.to(*args, **kwargs), {k: v.to(*args, **kwargs) for k, v in self.fixed.items()})
+
+    @staticmethod
+    def cat(latents: Sequence[Latent]) -> Latent:
+        """Concatenate along the batch dimension."""
+        if not latents:
+            raise ValueError("`latents` must hold at least one Latent; got an empty sequence")
+        keys = latents[0].fixed.keys()
+        return Latent(torch.cat([lat.free for lat in latents]),
+                      {k: torch.cat([lat.fixed[k] for lat in latents]) for k in keys})
+
+
+class LatentGenerator(nn.Module, ABC):
+    """Base class of every latent space captum_cfx can search.
+
+    Subclasses implement :meth:`encode` and a differentiable :meth:`decode`. Images are in the
+    explained model's own input range (:attr:`input_range`); adapters convert internally.
+
+    Args:
+        input_range: ``(low, high)`` of the images, e.g. ``(0, 1)``; ``None`` skips range checks.
+        image_shape: ``(C, H, W)`` of the images, or ``None`` to accept any 4-D batch.
+    """
+
+    def __init__(self, input_range: tuple[float, float] | None = (0.0, 1.0),
+                 image_shape: tuple[int, int, int] | None = None) -> None:
+        super().__init__()
+        if input_range is not None and (len(input_range) != 2 or not input_range[0] < input_range[1]):
+            raise ValueError(f"`input_range` must be (low, high) with low < high; got {input_range!r}")
+        self.input_range = tuple(float(v) for v in input_range) if input_range is not None else None
+        self.image_shape = self._check_image_shape(image_shape)
+
+    @staticmethod
+    def _check_image_shape(image_shape: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if image_shape is None:
+            return None
+        if len(image_shape) != 3 or not all(isinstance(v, int) and v > 0 for v in image_shape):
+            raise ValueError(f"`image_shape` must be (C, H, W) with positive ints; got {image_shape!r}")
+        return tuple(image_shape)
+
+    @abstractmethod
+    def encode(self, x: Tensor) -> Latent:
+        """Map images ``(N, C, H, W)`` to latents."""
+
+    @abstractmethod
+    def decode(self, latent: Latent | Tensor) -> Tensor:
+        """Map latents to images ``(N, C, H, W)``, differentiably in ``latent.free``."""
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """``decode(encode(x))``."""
+        return self.decode(self.encode(x))
+
+    def check_images(self, x: Any, argument: str = "inputs") -> Tensor:
+        """Validate a batch of images against this generator (rank, dtype, channels, range, finite)."""
+        return check_images(x, argument, image_shape=self.image_shape, value_range=self.input_range)
+
+    def _as_latent(self, latent: Latent | Tensor, argument: str = "latent") -> Latent:
+        if isinstance(latent, Latent):
+            return latent
+        if isinstance(latent, Tensor):
+            return Latent(latent)
+        raise TypeError(f"`{argument}` must be a Latent or a torch.Tensor; got {type(latent).__name__}")
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the first parameter (CPU for parameter-free generators)."""
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the first floating parameter (the default dtype otherwise)."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.get_default_dtype()

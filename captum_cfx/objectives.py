@@ -1,0 +1,285 @@
+"""What "counterfactual" means for a model output: a per-sample loss and a per-sample done flag.
+
+Every objective is used in two steps: :meth:`Objective.prepare` turns the model's output on the
+originals and the user's ``target`` into a per-sample goal tensor (one row per example, so that it
+can be indexed when finished samples are compacted away), then :meth:`Objective.loss` and
+:meth:`Objective.done` compare any later output with that goal.
+
+Shape:
+    - outputs: ``(N, K)`` logits (classifiers; ``K == 1`` is a binary model with one logit) or
+      ``(N,)`` / ``(N, 1)`` values (regressors).
+    - goal: ``(N,)``; loss and done: ``(N,)``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from captum_cfx._validation import parse_target
+
+__all__ = [
+    "Flip",
+    "LogitMargin",
+    "Objective",
+    "ProbabilityThreshold",
+    "RegressionTarget",
+    "TargetClass",
+    "get_objective",
+]
+
+
+def _logits_2d(outputs: Tensor) -> Tensor:
+    if outputs.dim() == 1:
+        return outputs.unsqueeze(1)
+    if outputs.dim() != 2:
+        raise ValueError(f"the model's output must be (N, K) logits; got shape {tuple(outputs.shape)}")
+    return outputs
+
+
+def _target_vs_rest(logits: Tensor, goal: Tensor) -> tuple[Tensor, Tensor]:
+    """(logit of the goal class, largest other logit), both (N,)."""
+    t = logits.gather(1, goal.view(-1, 1)).squeeze(1)
+    other = logits.scatter(1, goal.view(-1, 1), float("-inf")).amax(1)
+    return t, other
+
+
+class Objective(ABC):
+    """Base class: a goal per sample, a differentiable loss and a done flag."""
+
+    #: whether the objective needs a ``target`` (``False``: it derives the goal from the original).
+    needs_target: bool = True
+
+    @abstractmethod
+    def prepare(self, outputs: Tensor, target: Any) -> Tensor:
+        """The per-sample goal ``(N,)`` from the model's outputs on the originals and ``target``."""
+
+    @abstractmethod
+    def loss(self, outputs: Tensor, goal: Tensor) -> Tensor:
+        """Per-sample loss ``(N,)`` (lower is closer to the goal)."""
+
+    @abstractmethod
+    def done(self, outputs: Tensor, goal: Tensor) -> Tensor:
+        """Per-sample bool ``(N,)``: the output has reached the goal."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class _Classification(Objective):
+    def prepare(self, outputs: Tensor, target: Any) -> Tensor:
+        logits = _logits_2d(outputs)
+        if logits.shape[1] < 2:
+            raise ValueError(f"{type(self).__name__} needs a multi-class model with (N, K >= 2) logits; "
+                             f"got {tuple(outputs.shape)}; use ProbabilityThreshold for one-logit models")
+        if target is None:
+            raise ValueError(f"`target` is required by {type(self).__name__}: give the class to reach")
+        return parse_target(target, logits.shape[0], logits.shape[1], logits.device)
+
+
+class TargetClass(_Classification):
+    """Reach class ``target`` with softmax probability ``>= threshold`` (cross-entropy loss).
+
+    Args:
+        threshold: probability of the target class at which a sample is done (0.5 in the MNIST
+            digit-to-digit experiments of Goldwasser & Hooker).
+    """
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"`threshold` must be in (0, 1); got {threshold}")
+        self.threshold = threshold
+
+    def loss(self, outputs: Tensor, goal: Tensor) -> Tensor:
+        return F.cross_entropy(_logits_2d(outputs), goal, reduction="none")
+
+    def done(self, outputs: Tensor, goal: Tensor) -> Tensor:
+        p = _logits_2d(outputs).softmax(1).gather(1, goal.view(-1, 1)).squeeze(1)
+        return p >= self.threshold
+
+
+class LogitMargin(_Classification):
+    """Reach class ``target`` with ``logit_target - max_other >= margin`` (clamped margin loss).
+
+    The loss is ``relu(max_other - logit_target + margin)``: it is zero exactly when done, so it
+    never pushes past the margin (Carlini & Wagner's f6 with confidence ``margin``).
+
+    Args:
+        margin: required logit gap; ``0`` stops at the bare decision boundary.
+    """
+
+    def __init__(self, margin: float = 6.0) -> None:
+        if not margin >= 0:
+            raise ValueError(f"`margin` must be >= 0; got {margin}")
+        self.margin = float(margin)
+
+    def loss(self, outputs: Tensor, goal: Tensor) -> Tensor:
+        t, other = _target_vs_rest(_logits_2d(outputs), goal)
+        return F.relu(other - t + self.margin)
+
+    def done(self, outputs: Tensor, goal: Tensor) -> Tensor:
+        t, other = _target_vs_rest(_logits_2d(outputs), goal)
+        return (t - other >= self.margin) & (t > other)
+
+
+class Flip(Objective):
+    """Untargeted: leave the original class ``c`` until ``max_other - logit_c >= margin``.
+
+    The goal is the original predicted class (``target`` may name it instead).
+    """
+
+    needs_target = False
+
+    def __init__(self, margin: float = 0.0) -> None:
+        if not margin >= 0:
+            raise ValueError(f"`margin` must be >= 0; got {margin}")
+        self.margin = float(margin)
+
+    def prepare(self, outputs: Tensor, target: Any) -> Tensor:
+        logits = _logits_2d(outputs)
+        if logits.shape[1] < 2:
+            raise ValueError("Flip needs (N, K >= 2) logits; use ProbabilityThreshold for one-logit models")
+        if target is None:
+            return logits.argmax(1)
+        return parse_target(target, logits.shape[0], logits.shape[1], logits.device)
+
+    def loss(self, outputs: Tensor, goal: Tensor) -> Tensor:
+        c, other = _target_vs_rest(_logits_2d(outputs), goal)
+        return F.relu(c - other + self.margin)
+
+    def done(self, outputs: Tensor, goal: Tensor) -> Tensor:
+        c, other = _target_vs_rest(_logits_2d(outputs), goal)
+        return (other - c >= self.margin) & (other > c)
+
+
+class ProbabilityThreshold(Objective):
+    """Binary models: push ``p(positive)`` up to ``up`` if it starts below 0.5, else down to ``down``.
+
+    This is the paper's default (0.75 going up, 0.25 going down). The model may output one logit
+    ``(N,)``/``(N, 1)`` (``p = sigmoid``) or two or more logits (``p = softmax[:, positive]``). The
+    loss is the binary cross-entropy towards the goal side. ``target`` may be given as the class to
+    reach (1 = up, 0 = down) per sample; by default the direction follows the original prediction.
+
+    Args:
+        up, down: thresholds; ``0 < down < 0.5 < up < 1``.
+        positive: index of the positive class for multi-logit models.
+    """
+
+    needs_target = False
+
+    def __init__(self, up: float = 0.75, down: float = 0.25, positive: int = 1) -> None:
+        if not 0.0 < down < 0.5 < up < 1.0:
+            raise ValueError(f"thresholds must satisfy 0 < down < 0.5 < up < 1; got down={down}, up={up}")
+        self.up, self.down, self.positive = float(up), float(down), int(positive)
+
+    def _logit(self, outputs: Tensor) -> Tensor:
+        logits = _logits_2d(outputs)
+        if logits.shape[1] == 1:
+            return logits[:, 0]
+        if not 0 <= self.positive < logits.shape[1]:
+            raise ValueError(f"`positive` must index one of {logits.shape[1]} outputs; got {self.positive}")
+        lp = logits.log_softmax(1)
+        return lp[:, self.positive] - torch.log1p(-lp[:, self.positive].exp().clamp(max=1 - 1e-7))
+
+    def prepare(self, outputs: Tensor, target: Any) -> Tensor:
+        logit = self._logit(outputs)
+        if target is None:
+            return (logit < 0).to(logit.dtype)  # 1 = go up
+        t = parse_target(target, logit.shape[0], 2, logit.device)
+        return t.to(logit.dtype)
+
+    def loss(self, outputs: Tensor, goal: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(self._logit(outputs), goal, reduction="none")
+
+    def done(self, outputs: Tensor, goal: Tensor) -> Tensor:
+        p = torch.sigmoid(self._logit(outputs))
+        return torch.where(goal > 0.5, p >= self.up, p <= self.down)
+
+
+class RegressionTarget(Objective):
+    """Regressors: reach ``|r(x') - y~| <= tolerance`` with an MSE loss (Ha & Bender 2025).
+
+    ``target`` is the per-sample target value ``y~`` (a float, a list or a tensor). With
+    ``mode="relative"`` it is a change added to the original prediction; with ``mode="mirror"`` the
+    goal is ``y + 0.5`` if ``y < 0.5`` else ``y - 0.5`` (the seed's experiment, on ``[0, 1]``
+    targets) and ``target`` is ignored.
+
+    Args:
+        tolerance: success radius ``tau`` (0.05 on targets scaled to ``[0, 1]``).
+        mode: ``"absolute"``, ``"relative"`` or ``"mirror"``.
+        value_range: the regressor's known output range; goals outside it warn.
+    """
+
+    def __init__(self, tolerance: float = 0.05, mode: str = "absolute",
+                 value_range: tuple[float, float] | None = (0.0, 1.0)) -> None:
+        if not tolerance > 0:
+            raise ValueError(f"`tolerance` must be > 0; got {tolerance}")
+        if mode not in ("absolute", "relative", "mirror"):
+            raise ValueError(f"`mode` must be 'absolute', 'relative' or 'mirror'; got {mode!r}")
+        self.tolerance, self.mode, self.value_range = float(tolerance), mode, value_range
+        self.needs_target = mode != "mirror"
+
+    @staticmethod
+    def _values(outputs: Tensor) -> Tensor:
+        if outputs.dim() == 2 and outputs.shape[1] == 1:
+            return outputs[:, 0]
+        if outputs.dim() != 1:
+            raise ValueError(f"a regressor's output must be (N,) or (N, 1); got {tuple(outputs.shape)}")
+        return outputs
+
+    def prepare(self, outputs: Tensor, target: Any) -> Tensor:
+        y = self._values(outputs).detach()
+        if self.mode == "mirror":
+            goal = torch.where(y < 0.5, y + 0.5, y - 0.5)
+        else:
+            if target is None:
+                raise ValueError("`target` is required: the target value (or change) per example")
+            if isinstance(target, (list, tuple)):
+                target = torch.tensor(target, dtype=y.dtype, device=y.device)
+            if isinstance(target, (int, float)) and not isinstance(target, bool):
+                t = torch.full_like(y, float(target))
+            elif isinstance(target, Tensor):
+                t = target.to(device=y.device, dtype=y.dtype).reshape(-1)
+                if t.numel() == 1:
+                    t = t.expand_as(y)
+            else:
+                raise TypeError(f"`target` must be a number, a list or a tensor of target values; "
+                                f"got {type(target).__name__}")
+            if t.shape != y.shape:
+                raise ValueError(f"`target` must have one value per example ({y.shape[0]}); got {t.shape[0]}")
+            if not torch.isfinite(t).all():
+                raise ValueError("`target` contains NaN or Inf values")
+            goal = y + t if self.mode == "relative" else t.clone()
+        if self.value_range is not None and goal.numel():
+            lo, hi = self.value_range
+            if float(goal.min()) < lo or float(goal.max()) > hi:
+                warnings.warn(f"target values [{float(goal.min()):.3g}, {float(goal.max()):.3g}] lie outside "
+                              f"the regressor's known range [{lo}, {hi}]", stacklevel=3)
+        return goal
+
+    def loss(self, outputs: Tensor, goal: Tensor) -> Tensor:
+        return (self._values(outputs) - goal) ** 2
+
+    def done(self, outputs: Tensor, goal: Tensor) -> Tensor:
+        return (self._values(outputs) - goal).abs() <= self.tolerance
+
+
+_NAMES = {"margin": LogitMargin, "target": TargetClass, "flip": Flip, "threshold": ProbabilityThreshold,
+          "regression": RegressionTarget}
+
+
+def get_objective(objective: Objective | str) -> Objective:
+    """An :class:`Objective` from an instance or a name (``margin``, ``target``, ``flip``, ``threshold``,
+    ``regression``), with default settings."""
+    if isinstance(objective, Objective):
+        return objective
+    if isinstance(objective, str) and objective in _NAMES:
+        return _NAMES[objective]()
+    raise ValueError(f"`objective` must be an Objective or one of {sorted(_NAMES)}; got {objective!r}")
+

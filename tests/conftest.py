@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny random-weight models and hand-computable linear worlds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from captum_cfx import AutoencoderGenerator, VAEGenerator
+
+
+class TinyVAE(nn.Module):
+    def __init__(self, d: int = 3, c: int = 1, s: int = 8) -> None:
+        super().__init__()
+        self.c, self.s = c, s
+        self.enc = nn.Linear(c * s * s, 2 * d)
+        self.dec = nn.Linear(d, c * s * s)
+
+    def encode(self, x):
+        return self.enc(x.flatten(1)).chunk(2, dim=1)
+
+    def decode(self, z):
+        return torch.sigmoid(self.dec(z)).view(-1, self.c, self.s, self.s)
+
+
+class TinyClassifier(nn.Module):
+    def __init__(self, c: int = 1, s: int = 8, k: int = 3) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(c, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * s * s, k))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    vae, clf = TinyVAE(), TinyClassifier()
+    gen = VAEGenerator(vae, input_range=(0.0, 1.0), image_shape=(1, 8, 8))
+    x = torch.rand(6, 1, 8, 8)
+    return vae, clf, gen, x
+
+
+def linear_world():
+    """Decoder D(z) = A z with orthonormal columns (so E = A^T inverts it) and a 2-class linear model."""
+    torch.manual_seed(1)
+    q, _ = torch.linalg.qr(torch.randn(4, 2, dtype=torch.float64))
+    A = q.float()  # (4 pixels, 2 latents)
+    W = torch.tensor([[1.0, -0.5, 0.25, 0.0], [-1.0, 0.5, 0.0, 0.5]])
+    gen = AutoencoderGenerator(lambda x: x.flatten(1) @ A, lambda z: (z @ A.T).view(-1, 1, 2, 2),
+                               input_range=None, image_shape=(1, 2, 2))
+    model = lambda x: x.flatten(1) @ W.T  # noqa: E731
+    return A, W, gen, model
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    from captum_cfx.datasets import load_mnist
+
+    return load_mnist("test")
+
+
+@pytest.fixture(scope="session")
+def shipped():
+    from captum_cfx.zoo import load_generator, load_pretrained
+
+    return load_pretrained("mnist-classifier"), load_pretrained("mnist-oracle"), load_generator("mnist-vae")

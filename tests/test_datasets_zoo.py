@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+
+from captum_cfx.datasets import load_mnist
+from captum_cfx.zoo import available, load_generator, load_pretrained
+
+
+def test_mnist_split_is_fixed_balanced_and_disjoint():
+    xtr, ytr = load_mnist("train")
+    xte, yte = load_mnist("test")
+    assert xtr.shape == (4000, 1, 28, 28) and xte.shape == (1000, 1, 28, 28)
+    assert xtr.dtype == torch.float32 and 0.0 <= float(xtr.min()) and float(xtr.max()) <= 1.0
+    assert np.bincount(ytr.numpy()).tolist() == [400] * 10
+    assert np.bincount(yte.numpy()).tolist() == [100] * 10
+    # disjoint: no test digit appears in train
+    tr = {bytes(r) for r in (xtr.flatten(1) * 255).round().byte().numpy()}
+    assert sum(bytes(r) in tr for r in (xte.flatten(1) * 255).round().byte().numpy()) == 0
+    x2, y2 = load_mnist("test")
+    assert torch.equal(xte, x2) and torch.equal(yte, y2)
+
+
+def test_mnist_bad_split():
+    with pytest.raises(ValueError, match="`split`"):
+        load_mnist("validation")
+
+
+def test_zoo_lists_shipped_models():
+    assert {"mnist-classifier", "mnist-oracle", "mnist-vae"} <= set(available())
+
+
+@torch.no_grad()
+def test_shipped_models_meet_their_accuracy(shipped, mnist_test):
+    clf, oracle, gen = shipped
+    x, y = mnist_test
+    assert not clf.training and not oracle.training
+    assert (clf(x).argmax(1) == y).float().mean() >= 0.98
+    assert (oracle(x).argmax(1) == y).float().mean() >= 0.96
+    rec = gen.reconstruct(x)
+    assert rec.shape == x.shape and 0 <= float(rec.min()) and float(rec.max()) <= 1
+    assert (clf(rec).argmax(1) == y).float().mean() >= 0.95
+
+
+def test_zoo_bad_names_and_unsafe_files(tmp_path):
+    with pytest.raises(ValueError, match="`name` must be one of"):
+        load_pretrained("imagenet-resnet")
+    with pytest.raises(TypeError, match="`name` must be a str"):
+        load_pretrained(3)
+    with pytest.raises(ValueError, match="`name` must be a generator"):
+        load_generator("mnist-classifier")
+    # a corrupted weight file next to a valid config gives a clear error, not a deep traceback
+    import shutil
+
+    from captum_cfx.zoo._registry import WEIGHTS_DIR
+
+    shutil.copy(WEIGHTS_DIR / "mnist-classifier.json", tmp_path / "mnist-classifier.json")
+    (tmp_path / "mnist-classifier.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        load_pretrained("mnist-classifier", weights_dir=tmp_path)
+
+
+def test_pickles_are_refused(tmp_path):
+    import pickle
+
+    from captum_cfx._io import load_safetensors
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    p = tmp_path / "model.pt"
+    p.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(ValueError, match="pickle-based format"):
+        load_safetensors(p)
+    q = tmp_path / "model.safetensors"
+    q.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(ValueError, match="not a valid safetensors"):
+        load_safetensors(q)
+
+
+def test_train_cli_lists_models(capsys):
+    from captum_cfx.zoo.train import main
+
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for name in ("mnist-classifier", "mnist-oracle", "mnist-vae"):
+        assert name in out
