@@ -48,7 +48,7 @@ def check_images(x: Any, argument: str = "inputs", image_shape: Sequence[int] | 
         bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten().tolist()
         raise ValueError(f"`{argument}` contains NaN or Inf values (samples {bad[:10]})")
     if value_range is not None and x.numel():
-        lo, hi = float(x.min()), float(x.max())
+        lo, hi = float(x.detach().min()), float(x.detach().max())
         slack = tol * (value_range[1] - value_range[0])
         if lo < value_range[0] - slack or hi > value_range[1] + slack:
             raise ValueError(f"`{argument}` must lie in the generator's input range "

@@ -212,8 +212,9 @@ class LatentCounterfactualAttack(GradientAttribution, Perturbation):
             raise ValueError(f"`target` is required by {type(obj).__name__}")
         # a per-example target is split with the inputs; a scalar is shared
         tgt = target
-        if isinstance(tgt, list):
-            tgt = torch.tensor(tgt, device=x.device) if all(isinstance(v, (int, float)) for v in tgt) else tgt
+        if isinstance(tgt, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in tgt):
+            ints = all(isinstance(v, int) for v in tgt)
+            tgt = torch.tensor(tgt, device=x.device, dtype=torch.long if ints else x.dtype)
         size = internal_batch_size or max(n, 1)
         outs = []
         with eval_mode(self.forward_func, self.generator), torch.enable_grad():
