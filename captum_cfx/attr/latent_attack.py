@@ -40,7 +40,7 @@ from captum_cfx.optim import LatentOptimizer, get_optimizer
 __all__ = ["LatentCounterfactualAttack"]
 
 #: The documented default configuration (benchmarked in ``benchmarks/latent_attack.py``).
-DEFAULTS: dict[str, Any] = {"margin": 6.0, "optimizer": "adam", "lr": 0.1, "max_steps": 200}
+DEFAULTS: dict[str, Any] = {"margin": 5.0, "optimizer": "adam", "lr": 0.3, "max_steps": 300}
 
 
 class LatentCounterfactualAttack(GradientAttribution, Perturbation):
@@ -320,7 +320,7 @@ class LatentCounterfactualAttack(GradientAttribution, Perturbation):
                     scale = (radius / nrm).clamp(max=1.0).view(-1, *([1] * (d.dim() - 1)))
                     z = cur_z0 + d * scale
             bar.update(1)
-            bar.set_postfix(active=int(active.numel()))
+            bar.set_postfix(active=int(active.numel()), refresh=False)
         bar.close()
         return CounterfactualOutput(
             counterfactuals=final_x,

@@ -58,7 +58,7 @@ def load_generator(name: str = "mnist-vae", weights_dir: str | Path | None = Non
         >>> from captum_cfx.zoo import load_generator
         >>> gen = load_generator("mnist-vae")
         >>> gen.encode(torch.rand(2, 1, 28, 28)).free.shape
-        torch.Size([2, 16])
+        torch.Size([2, 32])
     """
     from captum_cfx.generators import VAEGenerator
 

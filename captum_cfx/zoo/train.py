@@ -150,7 +150,7 @@ RECIPES: dict[str, Recipe] = {
         evaluate=_eval_classifier, targets={"test_accuracy": 0.96},
     ),
     "mnist-vae": Recipe(
-        "MNISTVAE", {"latent_dim": 16, "width": 32}, seed=2, epochs=80,
+        "MNISTVAE", {"latent_dim": 32, "width": 32}, seed=2, epochs=80,
         train=lambda r, e: train_vae(r.seed, e, r.config),
         evaluate=_eval_vae, targets={"classifier_accuracy_on_reconstructions": 0.95},
     ),

@@ -1,0 +1,59 @@
+"""Turn a counterfactual run into a report folder: grid PNG, metrics.json and report.md."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import torch
+from torch import Tensor
+
+from captum_cfx.attr.output import CounterfactualOutput
+from captum_cfx.visualization import counterfactual_grid
+
+__all__ = ["write_json_atomic", "write_report"]
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def write_report(out_dir: Path, inputs: Tensor, labels: Tensor, targets: Tensor, result: CounterfactualOutput,
+                 metrics: dict[str, Any], title: str = "captum-cfx explain", max_rows: int = 8) -> dict[str, Path]:
+    """Write ``grid.png``, ``metrics.json`` and ``report.md`` into ``out_dir``; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    maps = result.counterfactuals - result.reconstructions
+    # a class-diverse selection of rows: the first sample of each source label, then the rest
+    order: list[int] = []
+    seen: set[int] = set()
+    for i, lab in enumerate(labels.tolist()):
+        if lab not in seen:
+            order.append(i)
+            seen.add(lab)
+    order += [i for i in range(len(labels)) if i not in order]
+    idx = torch.tensor(order[:max_rows], dtype=torch.long)
+    pred = result.predictions.argmax(1) if result.predictions.dim() == 2 else result.predictions
+    rows = [f"{int(labels[i])}→{int(targets[i])} ({'ok' if result.success[i] else 'fail'}, pred {int(pred[i])})"
+            for i in idx]
+    fig = counterfactual_grid(inputs[idx].cpu(), result.reconstructions[idx].cpu(),
+                              result.counterfactuals[idx].cpu(), maps[idx].cpu(), rows, max_rows=max_rows)
+    grid = out_dir / "grid.png"
+    fig.savefig(grid, dpi=110)
+    plt.close(fig)
+    mpath = out_dir / "metrics.json"
+    write_json_atomic(mpath, metrics)
+    lines = [f"# {title}", "", "![counterfactual grid](grid.png)", "", "| metric | value |", "|---|---|"]
+    for k, v in metrics.items():
+        if isinstance(v, (int, float, str, bool)):
+            lines.append(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |")
+    lines += ["", "Columns of the grid: original, reconstruction G(E(x)), counterfactual, and the difference",
+              "map (counterfactual − reconstruction) drawn with Captum's `visualize_image_attr`.", ""]
+    rpath = out_dir / "report.md"
+    rpath.write_text("\n".join(lines))
+    return {"grid": grid, "metrics": mpath, "report": rpath}
