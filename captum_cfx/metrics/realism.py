@@ -6,7 +6,7 @@ layer of the shipped ``mnist-oracle`` (an independent classifier), and any user 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

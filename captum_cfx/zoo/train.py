@@ -18,9 +18,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -115,7 +115,7 @@ class Recipe:
     config: dict
     seed: int
     epochs: int
-    train: Callable[["Recipe", int], nn.Module]
+    train: Callable[[Recipe, int], nn.Module]
     evaluate: Callable[[nn.Module], dict]
     targets: dict  # metric -> minimum required
 

@@ -1,0 +1,22 @@
+"""User factories for the CLI test (`module:factory` paths)."""
+
+import torch
+from torch import nn
+
+from captum_cfx import VAEGenerator
+
+from .conftest import TinyVAE
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+
+
+def tiny_generator() -> VAEGenerator:
+    torch.manual_seed(0)
+    return VAEGenerator(TinyVAE(d=4, s=28), image_shape=(1, 28, 28))
+
+
+def not_a_model() -> str:
+    return "model"

@@ -1,0 +1,86 @@
+import json
+
+import pytest
+import torch
+
+from captum_cfx.cli import choose_targets, main, select_digits
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and "captum-cfx" in capsys.readouterr().out
+    assert main([]) == 0
+    assert "explain" in capsys.readouterr().out
+
+
+def test_explain_small_run_writes_report(tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["explain", "--n", "20", "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 20
+    assert metrics["flip_rate"] >= 0.9
+    assert 0 <= metrics["oracle_agreement"] <= 1
+    assert metrics["knn5_ratio"] > 0 and metrics["counterfactuals_per_second"] > 0
+    assert (out / "grid.png").stat().st_size > 1000
+    assert "grid.png" in (out / "report.md").read_text()
+    assert "explained 20 digits" in capsys.readouterr().out
+
+
+def test_explain_with_user_factories(tmp_path):
+    out = tmp_path / "rep"
+    code = main(["explain", "--n", "4", "--max-steps", "3", "--out", str(out), "--no-progress",
+                 "--model", "tests.factories:tiny_model", "--generator", "tests.factories:tiny_generator"])
+    assert code == 0
+    assert json.loads((out / "metrics.json").read_text())["max_steps"] == 3
+
+
+def test_explain_with_diffusers_folder(tmp_path):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=1, out_channels=1, block_out_channels=(8,), norm_num_groups=4, latent_channels=2,
+                        sample_size=28, layers_per_block=1)
+    vae.save_pretrained(tmp_path / "vae")
+    code = main(["explain", "--n", "2", "--max-steps", "2", "--out", str(tmp_path / "rep"), "--no-progress",
+                 "--generator", str(tmp_path / "vae")])
+    assert code == 0
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--model", "nomodule"], "module:factory"),
+        (["--model", "tests.factories:missing"], "no callable"),
+        (["--model", "tests.factories:not_a_model"], "callable model"),
+        (["--model", "no_such_pkg_xyz:f"], "cannot import"),
+        (["--n", "0"], "`--n`"),
+        (["--target", "eleven"], "`--target`"),
+        (["--target", "12"], "`--target`"),
+    ],
+)
+def test_explain_bad_arguments(args, match, tmp_path, capsys):
+    assert main(["explain", "--out", str(tmp_path), "--no-progress", *args]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_targets_and_selection():
+    x, y = select_digits(20)
+    assert sorted(y.tolist()) == sorted(list(range(10)) * 2)
+    t = choose_targets(y, "random", 0)
+    assert (t != y).all() and torch.equal(t, choose_targets(y, "random", 0))
+    assert torch.equal(choose_targets(y, "next", 0), (y + 1) % 10)
+    assert (choose_targets(y, "3", 0) == 3).all()
+
+
+def test_default_configuration_flips_200_digits(shipped, mnist_test):
+    """A2's acceptance figure: flip >= 99 % on 200 test digits with random targets != label."""
+    from captum_cfx import LatentCounterfactualAttack
+
+    clf, oracle, gen = shipped
+    x, y = select_digits(200)
+    t = choose_targets(y, "random", 0)
+    out = LatentCounterfactualAttack(clf, gen).generate(x, target=t)
+    assert out.success.float().mean() >= 0.99
+    with torch.no_grad():
+        assert (clf(out.counterfactuals).argmax(1) == t)[out.success].all()
