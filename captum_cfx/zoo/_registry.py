@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -9,12 +11,24 @@ from captum_cfx.zoo import models as _models
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
-_GENERATORS = {"mnist-vae"}
+#: how each shipped generative model is wrapped in the generator protocol, unless its JSON config
+#: carries a ``"generator"`` entry ``{"wrapper": "<class in captum_cfx.generators>", **kwargs}``.
+_GENERATORS: dict[str, dict[str, Any]] = {
+    "mnist-vae": {"wrapper": "VAEGenerator", "input_range": [0.0, 1.0], "image_shape": [1, 28, 28]},
+}
 
 
 def available() -> list[str]:
     """Names of the shipped models (those whose weights are present)."""
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+
+
+def resolve_class(name: str) -> type[nn.Module]:
+    """A model class from its name in ``captum_cfx.zoo.models`` or a ``module:Class`` path."""
+    if ":" in name:
+        mod, cls = name.split(":", 1)
+        return getattr(importlib.import_module(mod), cls)
+    return getattr(_models, name)
 
 
 def _config(name: str, weights_dir: Path) -> dict:
@@ -40,8 +54,7 @@ def load_pretrained(name: str, weights_dir: str | Path | None = None) -> nn.Modu
         raise TypeError(f"`name` must be a str; got {type(name).__name__}")
     wd = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     cfg = _config(name, wd)
-    cls = getattr(_models, cfg["class"])
-    model = cls(**cfg["config"])
+    model = resolve_class(cfg["class"])(**cfg["config"])
     from captum_cfx._io import load_safetensors
 
     state = load_safetensors(wd / f"{name}.safetensors", argument="name")
@@ -50,7 +63,7 @@ def load_pretrained(name: str, weights_dir: str | Path | None = None) -> nn.Modu
     return model.eval()
 
 
-def load_generator(name: str = "mnist-vae", weights_dir: str | Path | None = None):
+def load_generator(name: str = "mnist-vae", weights_dir: str | Path | None = None) -> Any:
     """Load a shipped generative model, wrapped in the generator protocol.
 
     Examples::
@@ -60,10 +73,16 @@ def load_generator(name: str = "mnist-vae", weights_dir: str | Path | None = Non
         >>> gen.encode(torch.rand(2, 1, 28, 28)).free.shape
         torch.Size([2, 32])
     """
-    from captum_cfx.generators import VAEGenerator
+    from captum_cfx import generators
 
-    if name not in _GENERATORS:
-        raise ValueError(f"`name` must be a generator, one of {sorted(_GENERATORS)}; got {name!r}")
-    vae = load_pretrained(name, weights_dir)
-    return VAEGenerator(vae, input_range=(0.0, 1.0), image_shape=(1, 28, 28)).eval()
-
+    wd = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    spec = None
+    if isinstance(name, str) and (wd / f"{name}.json").is_file():
+        spec = _config(name, wd).get("generator")
+    spec = spec or _GENERATORS.get(name) if isinstance(name, str) else None
+    if spec is None:
+        gens = sorted(set(_GENERATORS) | {n for n in available() if _config(n, WEIGHTS_DIR).get("generator")})
+        raise ValueError(f"`name` must be a generator, one of {gens}; got {name!r}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "wrapper"}
+    wrapper = getattr(generators, spec["wrapper"])
+    return wrapper(load_pretrained(name, wd), **kwargs).eval()
