@@ -1,0 +1,375 @@
+"""Data-set runs: streamed shards, atomic writes, resume, and ranks under torchrun / accelerate.
+
+A run splits the data set into shards of a fixed size. Shard ``k`` holds images ``[k*S, (k+1)*S)``;
+its targets come from a generator seeded with ``seed + k``; it is computed as one batch. So a shard's
+bits depend only on its own images and seed — never on how many ranks ran, nor on what was killed
+and resumed. Each shard is written as ``shard_XXXXX.safetensors`` and then marked done by an atomic
+``shard_XXXXX.json`` sidecar (temp file + rename). ``resume`` skips shards whose sidecar exists.
+Ranks take shards ``k`` with ``k % world_size == rank``; rank 0 shows progress, waits for the others
+and merges: ``summary.json``, ``manifest.json`` and the report figures.
+
+The same code runs in one process, under ``torchrun --nproc_per_node N`` and under
+``accelerate launch`` (both set ``RANK``/``WORLD_SIZE``; the gloo backend works on CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from captum_cfx.report import write_json_atomic
+
+__all__ = ["DataSource", "RunConfig", "open_data", "rank_info", "run_sharded"]
+
+logger = logging.getLogger(__name__)
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+# ----------------------------------------------------------------------------- data sources
+class DataSource:
+    """Random access to ``(images, labels)`` by index range, without holding the data set in memory."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def get(self, start: int, stop: int) -> tuple[Tensor, Tensor, list[str]]:
+        """Images ``(n, C, H, W)`` in [0, 1], labels ``(n,)`` (-1 when unknown), and problems found."""
+        raise NotImplementedError
+
+
+class _TensorSource(DataSource):
+    def __init__(self, images: Any, labels: Any | None) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def get(self, start: int, stop: int) -> tuple[Tensor, Tensor, list[str]]:
+        x = torch.as_tensor(np.asarray(self.images[start:stop])).float()
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        y = (torch.as_tensor(np.asarray(self.labels[start:stop])).long() if self.labels is not None
+             else torch.full((len(x),), -1, dtype=torch.long))
+        return x, y, []
+
+
+class _FolderSource(DataSource):
+    def __init__(self, folder: Path, image_shape: tuple[int, int, int]) -> None:
+        self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+        if not self.files:
+            raise ValueError(f"`data` folder {str(folder)!r} holds no images ({sorted(_IMAGE_SUFFIXES)})")
+        self.shape = image_shape
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _read(self, path: Path) -> Tensor:
+        from PIL import Image
+
+        c, h, w = self.shape
+        with Image.open(path) as im:
+            im = im.convert("L" if c == 1 else "RGB")
+            if im.size != (w, h):
+                raise ValueError(f"size {im.size[0]}x{im.size[1]}, expected {w}x{h}")
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+        t = torch.from_numpy(arr)
+        return t.unsqueeze(0) if c == 1 else t.permute(2, 0, 1)
+
+    def get(self, start: int, stop: int) -> tuple[Tensor, Tensor, list[str]]:
+        imgs, problems = [], []
+        for p in self.files[start:stop]:
+            try:
+                imgs.append(self._read(p))
+            except Exception as e:  # noqa: BLE001 - any unreadable file is reported and skipped
+                problems.append(f"{p.name}: {e}")
+                imgs.append(torch.full(self.shape, float("nan")))
+        x = torch.stack(imgs) if imgs else torch.zeros(0, *self.shape)
+        return x, torch.full((len(x),), -1, dtype=torch.long), problems
+
+
+def open_data(spec: str, image_shape: tuple[int, int, int] = (1, 28, 28)) -> DataSource:
+    """Open ``--data``: a built-in name (``mnist-test``, ``mnist-train``), a folder of images, or a
+    tensor file (``.npz`` with ``images`` [and ``labels``], ``.npy``, ``.safetensors``, or ``.pt`` read
+    with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects)."""
+    if spec in ("mnist-test", "mnist-train"):
+        from captum_cfx.datasets import load_mnist
+
+        x, y = load_mnist(spec.split("-")[1])
+        return _TensorSource(x, y)
+    path = Path(spec)
+    if path.is_dir():
+        return _FolderSource(path, image_shape)
+    if not path.is_file():
+        raise ValueError(f"`data` must be a built-in name (mnist-test, mnist-train), a folder or a tensor file; "
+                         f"{spec!r} is none of these")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npz":
+            z = np.load(path, allow_pickle=False, mmap_mode="r")
+            if "images" not in z:
+                raise ValueError(f"`data`: {path.name} must hold an 'images' array; it holds {list(z.keys())}")
+            return _TensorSource(z["images"], z["labels"] if "labels" in z else None)
+        if suffix == ".npy":
+            return _TensorSource(np.load(path, allow_pickle=False, mmap_mode="r"), None)
+        if suffix == ".safetensors":
+            d = load_file(str(path))
+            if "images" not in d:
+                raise ValueError(f"`data`: {path.name} must hold an 'images' tensor; it holds {list(d)}")
+            return _TensorSource(d["images"], d.get("labels"))
+        if suffix == ".pt":
+            d = torch.load(path, weights_only=True, map_location="cpu")
+            if isinstance(d, Tensor):
+                return _TensorSource(d, None)
+            if isinstance(d, dict) and "images" in d:
+                return _TensorSource(d["images"], d.get("labels"))
+            raise ValueError("`data`: a .pt file must hold a tensor or a dict with 'images'")
+    except Exception as e:  # noqa: BLE001 - corrupted or pickled files get one clear message
+        if isinstance(e, ValueError) and str(e).startswith("`data`"):
+            raise
+        raise ValueError(f"`data`: cannot read {str(path)!r} ({type(e).__name__}: {e})") from e
+    raise ValueError(f"`data` file must be .npz, .npy, .safetensors or .pt; got {path.name!r}")
+
+
+# ----------------------------------------------------------------------------- ranks
+def rank_info() -> tuple[int, int]:
+    """``(rank, world_size)`` from torch.distributed or the launcher's environment."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _init_distributed() -> bool:
+    """Start a gloo/nccl process group when launched with several ranks; return whether we own it."""
+    _, world = rank_info()
+    if world > 1 and torch.distributed.is_available() and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and os.environ.get("CFX_BACKEND") != "gloo" else "gloo"
+        torch.distributed.init_process_group(backend)
+        return True
+    return False
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+# ----------------------------------------------------------------------------- the run
+@dataclass
+class RunConfig:
+    """What decides a run's bits; a resumed run must match the folder's ``run.json``."""
+
+    data: str
+    shard_size: int = 100
+    seed: int = 0
+    target: str = "random"
+    margin: float = 6.25
+    max_steps: int = 500
+    limit: int | None = None
+    #: intra-op threads per rank while computing a shard. CPU kernels round differently with different
+    #: thread counts, so this is part of what fixes the bits (1 = identical under any number of ranks).
+    threads: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+ShardFn = Callable[[Tensor, Tensor, int], dict[str, Tensor]]
+
+
+def _atomic_save(tensors: dict[str, Tensor], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def shard_paths(out: Path, k: int) -> tuple[Path, Path]:
+    return out / f"shard_{k:05d}.safetensors", out / f"shard_{k:05d}.json"
+
+
+def shard_done(out: Path, k: int) -> bool:
+    """A shard is done when its sidecar exists and names the data file's digest."""
+    data, side = shard_paths(out, k)
+    if not (data.is_file() and side.is_file()):
+        return False
+    try:
+        return json.loads(side.read_text()).get("sha256") == _digest(data)
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def run_sharded(cfg: RunConfig, out_dir: str | Path, compute: ShardFn, resume: bool = False,
+                progress: bool = True, image_shape: tuple[int, int, int] = (1, 28, 28)) -> dict[str, Any]:
+    """Compute every shard this rank owns (skipping done ones on ``resume``), then merge on rank 0.
+
+    Args:
+        cfg: the run configuration (fixes shard boundaries and seeds).
+        out_dir: the run folder.
+        compute: ``compute(images, labels, shard_seed) -> dict of per-sample tensors``.
+        resume: skip shards that are complete; refuse a folder made with another configuration.
+
+    Returns:
+        On rank 0 the merged summary; on other ranks ``{}``.
+    """
+    own_group = _init_distributed()
+    try:
+        rank, world = rank_info()
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        src = open_data(cfg.data, image_shape)
+        n = len(src) if cfg.limit is None else min(len(src), cfg.limit)
+        if cfg.shard_size <= 0:
+            raise ValueError(f"`shard_size` must be > 0; got {cfg.shard_size}")
+        n_shards = (n + cfg.shard_size - 1) // cfg.shard_size
+        run_json = out / "run.json"
+        if rank == 0:
+            if run_json.is_file():
+                prev = json.loads(run_json.read_text())
+                if prev != cfg.to_dict():
+                    if not resume:
+                        raise ValueError(f"`out` {str(out)!r} holds a run with another configuration; "
+                                         "use another folder")
+                    raise ValueError(f"cannot resume: `out` was made with {prev}, not {cfg.to_dict()}")
+                if not resume and any(shard_done(out, k) for k in range(n_shards)):
+                    raise ValueError(f"`out` {str(out)!r} already holds results; pass resume to continue it")
+            write_json_atomic(run_json, cfg.to_dict())
+            for stale in out.glob(".*.tmp"):  # half-written files of a killed run
+                stale.unlink()
+        _barrier()
+        mine = [k for k in range(n_shards) if k % world == rank]
+        todo = [k for k in mine if not (resume and shard_done(out, k))]
+        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), disable=not progress or rank != 0,
+                   desc=f"shards (rank {rank}/{world})")
+        threads = torch.get_num_threads()
+        for k in todo:
+            lo, hi = k * cfg.shard_size, min((k + 1) * cfg.shard_size, n)
+            x, y, problems = src.get(lo, hi)
+            t0 = time.perf_counter()
+            torch.set_num_threads(cfg.threads)
+            try:
+                res = compute(x, y, cfg.seed + k)
+            finally:
+                torch.set_num_threads(threads)
+            res["index"] = torch.arange(lo, hi)
+            data, side = shard_paths(out, k)
+            _atomic_save(res, data)
+            write_json_atomic(side, {"shard": k, "start": lo, "stop": hi, "sha256": _digest(data),
+                                     "seconds": time.perf_counter() - t0, "rank": rank, "problems": problems})
+            bar.update(1)
+        bar.close()
+        _barrier()
+        if rank != 0:
+            return {}
+        return merge(out, n_shards)
+    finally:
+        if own_group:
+            torch.distributed.destroy_process_group()
+
+
+def iter_shards(out: Path, n_shards: int) -> Iterator[dict[str, Tensor]]:
+    for k in range(n_shards):
+        yield load_file(str(shard_paths(out, k)[0]))
+
+
+def merge(out: Path, n_shards: int) -> dict[str, Any]:
+    """Check every shard, write ``manifest.json`` and ``summary.json``; return the summary."""
+    missing = [k for k in range(n_shards) if not shard_done(out, k)]
+    if missing:
+        raise ValueError(f"cannot merge: shards {missing[:10]} are missing or incomplete in {str(out)!r}")
+    sides = [json.loads(shard_paths(out, k)[1].read_text()) for k in range(n_shards)]
+    totals: dict[str, float] = {}
+    count = 0
+    valid_total = 0
+    for d in iter_shards(out, n_shards):
+        count += len(d["index"])
+        valid = d.get("valid", torch.ones(len(d["index"]), dtype=torch.bool))
+        valid_total += int(valid.sum())
+        for key in ("success", "oracle_agree"):
+            if key in d:
+                totals[key] = totals.get(key, 0.0) + float(d[key][valid].float().sum())
+        if "n_steps" in d:
+            totals["n_steps"] = totals.get("n_steps", 0.0) + float(d["n_steps"][valid].float().sum())
+    summary = {
+        "n": count,
+        "n_valid": valid_total,
+        "n_shards": n_shards,
+        "flip_rate": totals.get("success", float("nan")) / max(valid_total, 1),
+        "oracle_agreement": totals.get("oracle_agree", float("nan")) / max(valid_total, 1),
+        "mean_steps": totals.get("n_steps", float("nan")) / max(valid_total, 1),
+        "seconds_in_shards": sum(s["seconds"] for s in sides),
+        "problems": [p for s in sides for p in s["problems"]],
+    }
+    write_json_atomic(out / "manifest.json", {"n_shards": n_shards, "shards": sides})
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def make_explain_fn(model: Callable[[Tensor], Tensor], generator: Any, oracle: Callable[[Tensor], Tensor] | None,
+                    cfg: RunConfig, device: torch.device | str = "cpu") -> ShardFn:
+    """The per-shard job of ``captum-cfx explain --data``: validate, pick seeded targets, attack, judge.
+
+    Images that could not be read (NaN) or fail the generator's checks are marked ``valid = False``
+    and skipped; the rest of the shard is computed normally.
+    """
+    from captum_cfx import LatentCounterfactualAttack
+
+    attack = LatentCounterfactualAttack(model, generator)
+    device = torch.device(device)
+
+    def compute(x: Tensor, y: Tensor, seed: int) -> dict[str, Tensor]:
+        n = len(x)
+        valid = torch.isfinite(x.flatten(1)).all(1) if n else torch.zeros(0, dtype=torch.bool)
+        if generator.input_range is not None and n:
+            lo, hi = generator.input_range
+            valid &= (x.flatten(1).amin(1) >= lo - 1e-4) & (x.flatten(1).amax(1) <= hi + 1e-4)
+        xv = x[valid].to(device)
+        with torch.no_grad():
+            pred0 = model(xv).argmax(1).cpu() if len(xv) else torch.zeros(0, dtype=torch.long)
+        ref = torch.where(y[valid] >= 0, y[valid], pred0)
+        g = torch.Generator().manual_seed(int(seed))
+        k = int(model(xv[:1]).shape[1]) if len(xv) else 10
+        offs = torch.randint(1, k, (n,), generator=g)[valid]
+        tgt = (ref + offs) % k if cfg.target == "random" else torch.full_like(ref, int(cfg.target))
+        out = attack.generate(xv, target=tgt.to(device), margin=cfg.margin, max_steps=cfg.max_steps)
+        full = {
+            "counterfactuals": torch.zeros_like(x),
+            "latents": torch.zeros(n, *out.latents.free.shape[1:]),
+            "success": torch.zeros(n, dtype=torch.bool),
+            "n_steps": torch.zeros(n, dtype=torch.long),
+            "targets": torch.full((n,), -1, dtype=torch.long),
+            "predictions": torch.full((n,), -1, dtype=torch.long),
+            "labels": y.clone(),
+            "valid": valid,
+        }
+        full["counterfactuals"][valid] = out.counterfactuals.cpu()
+        full["latents"][valid] = out.latents.free.detach().cpu()
+        full["success"][valid] = out.success.cpu()
+        full["n_steps"][valid] = out.n_steps.cpu()
+        full["targets"][valid] = tgt.cpu()
+        full["predictions"][valid] = out.predictions.argmax(1).cpu()
+        if oracle is not None:
+            agree = torch.zeros(n, dtype=torch.bool)
+            with torch.no_grad():
+                if len(xv):
+                    agree[valid] = (oracle(out.counterfactuals).argmax(1).cpu() == tgt.cpu()) & out.success.cpu()
+            full["oracle_agree"] = agree
+        return full
+
+    return compute

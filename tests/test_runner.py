@@ -1,0 +1,147 @@
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from captum_cfx import runner
+from captum_cfx.runner import RunConfig, open_data, run_sharded
+
+
+def _fn(calls):
+    def compute(x, y, seed):
+        calls.append(seed)
+        g = torch.Generator().manual_seed(seed)
+        return {"success": torch.ones(len(x), dtype=torch.bool), "noise": torch.rand(len(x), generator=g),
+                "mean": x.flatten(1).mean(1)}
+
+    return compute
+
+
+def test_shards_are_fixed_by_size_and_resume_skips_done(tmp_path):
+    cfg = RunConfig(data="mnist-test", shard_size=30, limit=100)
+    calls = []
+    s = run_sharded(cfg, tmp_path / "a", _fn(calls), progress=False)
+    assert s["n"] == 100 and s["n_shards"] == 4 and calls == [0, 1, 2, 3]
+    # a crashed shard (data written, sidecar missing) and a corrupted one are recomputed on resume
+    (tmp_path / "a" / "shard_00001.json").unlink()
+    (tmp_path / "a" / "shard_00002.safetensors").write_bytes(b"garbage")
+    calls.clear()
+    run_sharded(cfg, tmp_path / "a", _fn(calls), resume=True, progress=False)
+    assert calls == [1, 2]
+    # without resume, a folder with results is refused; another configuration cannot resume it
+    with pytest.raises(ValueError, match="pass resume"):
+        run_sharded(cfg, tmp_path / "a", _fn([]), progress=False)
+    with pytest.raises(ValueError, match="cannot resume"):
+        run_sharded(RunConfig(data="mnist-test", shard_size=50, limit=100), tmp_path / "a", _fn([]), resume=True,
+                    progress=False)
+
+
+def test_ranks_split_shards_and_give_the_same_bits(tmp_path, monkeypatch):
+    cfg = RunConfig(data="mnist-test", shard_size=16, limit=64)
+    run_sharded(cfg, tmp_path / "one", _fn([]), progress=False)
+    # simulate two ranks one after the other (no process group needed to test the split)
+    for rank in (1, 0):
+        monkeypatch.setattr(runner, "rank_info", lambda r=rank: (r, 2))
+        monkeypatch.setattr(runner, "_init_distributed", lambda: False)
+        calls = []
+        run_sharded(cfg, tmp_path / "two", _fn(calls), progress=False, resume=True)
+        assert calls == [k for k in range(4) if k % 2 == rank]
+    for k in range(4):
+        a = (tmp_path / "one" / f"shard_{k:05d}.safetensors").read_bytes()
+        assert a == (tmp_path / "two" / f"shard_{k:05d}.safetensors").read_bytes()
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert [s["shard"] for s in manifest["shards"]] == [0, 1, 2, 3]
+    assert {s["rank"] for s in manifest["shards"]} == {0, 1}
+
+
+def test_tensor_files_and_folders(tmp_path):
+    x = np.random.RandomState(0).rand(5, 1, 28, 28).astype(np.float32)
+    np.savez(tmp_path / "d.npz", images=x, labels=np.arange(5))
+    xs, ys, _ = open_data(str(tmp_path / "d.npz")).get(1, 3)
+    assert xs.shape == (2, 1, 28, 28) and ys.tolist() == [1, 2]
+    save_file({"images": torch.from_numpy(x)}, str(tmp_path / "d.safetensors"))
+    assert len(open_data(str(tmp_path / "d.safetensors"))) == 5
+    torch.save({"images": torch.from_numpy(x)}, tmp_path / "d.pt")
+    assert len(open_data(str(tmp_path / "d.pt"))) == 5
+    # folder: one unreadable file and one of the wrong size are reported and skipped (NaN rows)
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray((x[i, 0] * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    (folder / "3.png").write_bytes(b"not a png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(folder / "4.png")
+    xs, _, problems = open_data(str(folder)).get(0, 5)
+    assert len(problems) == 2 and "3.png" in problems[0] and "expected 28x28" in problems[1]
+    assert torch.isfinite(xs[:3]).all() and torch.isnan(xs[3:]).all()
+    assert torch.allclose(xs[0, 0], torch.from_numpy(np.round(x[0, 0] * 255) / 255), atol=1 / 255)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("evil.pt", pickle.dumps(_Evil()), "cannot read"),
+        ("evil.npz", pickle.dumps(_Evil()), "cannot read"),
+        ("bad.npz", None, "must hold an 'images'"),
+        ("x.csv", b"1,2", "must be .npz"),
+    ],
+)
+def test_bad_data_files(tmp_path, name, content, match):
+    p = tmp_path / name
+    if content is None:
+        np.savez(p, pixels=np.zeros(3))
+    else:
+        p.write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        open_data(str(p))
+
+
+def test_missing_data_and_empty_folder(tmp_path):
+    with pytest.raises(ValueError, match="is none of these"):
+        open_data(str(tmp_path / "nothing"))
+    with pytest.raises(ValueError, match="holds no images"):
+        open_data(str(tmp_path))
+
+
+def test_explain_over_folder_reports_unreadable_and_completes(tmp_path, capsys):
+    from PIL import Image
+
+    from captum_cfx.cli import main
+    from captum_cfx.datasets import load_mnist
+
+    x, _ = load_mnist("test")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray((x[i * 100, 0].numpy() * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG broken")
+    code = main(["explain", "--data", str(folder), "--shard-size", "4", "--max-steps", "50", "--out",
+                 str(tmp_path / "out"), "--no-progress"])
+    assert code == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n"] == 6 and summary["n_valid"] == 5 and len(summary["problems"]) == 1
+    assert "1 unreadable" in capsys.readouterr().out
+
+
+def test_kill_and_resume_two_processes_bit_identical(tmp_path):
+    """SIGKILL a 2-rank torchrun run 5 times at random moments; the resumed result equals an uninterrupted run."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from kill_resume import main as kill_resume
+
+    r = kill_resume(["--n", "80", "--shard-size", "20", "--max-steps", "60", "--kills", "5", "--min-delay", "1",
+                     "--max-delay", "4", "--work", str(tmp_path / "kr")])
+    assert len(r["kills"]) == 5
+    assert r["identical_to_uninterrupted"]
+    assert not r["duplicate_shards"] and r["partial_files_left"] == []
+    assert r["summary"]["n"] == 80
