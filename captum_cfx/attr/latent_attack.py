@@ -274,6 +274,13 @@ class LatentCounterfactualAttack(GradientAttribution, Perturbation):
                 img = gen.decode(cur_lat.replace(zr))
                 out = self._model(img, cur_others, cur_extra)
             sizes.append((active.numel(), not last))
+            if t == 0 and not last:
+                if not img.requires_grad:
+                    raise TypeError(f"`generator.decode` of {type(gen).__name__} is not differentiable: its output "
+                                    "does not depend on the latent through autograd (no_grad, detach or numpy inside?)")
+                if not out.requires_grad:
+                    raise TypeError("`forward_func` is not differentiable: its output does not depend on the image "
+                                    "through autograd (no_grad, detach or numpy inside?)")
             out_d = out.detach()
             done = obj.done(out_d, cur_goal)
             finite = torch.isfinite(out_d.reshape(out_d.shape[0], -1)).all(1) & torch.isfinite(z.flatten(1)).all(1)
@@ -336,5 +343,6 @@ class LatentCounterfactualAttack(GradientAttribution, Perturbation):
             nonfinite=nonfinite,
             active_batch_sizes=sizes,
             seconds=time.perf_counter() - t_start,
+            projection_ok=latent0.fixed.get("projection_ok"),
         )
 

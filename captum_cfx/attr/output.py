@@ -32,6 +32,10 @@ class CounterfactualOutput:
         active_batch_sizes: for each forward pass of the search, how many samples it computed
             (with gradients, then the final check); used to measure the loop's overhead.
         seconds: wall time of the search.
+        projection_ok: bool ``(N,)`` or ``None``: for generators that encode by optimisation (e.g.
+            :class:`~captum_cfx.generators.GANGenerator`), whether the input was projected within the
+            generator's error threshold; a counterfactual of a failed projection explains the projection,
+            not the input. ``None`` for generators that do not report it.
     """
 
     counterfactuals: Tensor
@@ -46,6 +50,7 @@ class CounterfactualOutput:
     nonfinite: Tensor
     active_batch_sizes: list[tuple[int, bool]] = field(default_factory=list)
     seconds: float = 0.0
+    projection_ok: Tensor | None = None
 
     def __len__(self) -> int:
         return self.counterfactuals.shape[0]
@@ -72,4 +77,6 @@ class CounterfactualOutput:
             nonfinite=torch.cat([o.nonfinite for o in outputs]),
             active_batch_sizes=[s for o in outputs for s in o.active_batch_sizes],
             seconds=sum(o.seconds for o in outputs),
+            projection_ok=(torch.cat([o.projection_ok for o in outputs])
+                           if all(o.projection_ok is not None for o in outputs) else None),
         )

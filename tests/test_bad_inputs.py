@@ -1,0 +1,163 @@
+"""The bad-input matrix: every public entry point answers odd input with a clear ValueError/TypeError that
+names the argument (never a traceback from deep inside torch), plus hypothesis property tests."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from captum_cfx import (
+    AutoencoderGenerator,
+    DiffusersVAEGenerator,
+    Flip,
+    Latent,
+    LatentCounterfactualAttack,
+    RegressionTarget,
+    TargetClass,
+    VAEGenerator,
+)
+from captum_cfx.metrics import proximity
+from captum_cfx.runner import RunConfig, open_data, run_sharded
+from captum_cfx.zoo import load_generator, load_pretrained
+
+from .conftest import TinyClassifier, TinyVAE
+
+
+def _world():
+    torch.manual_seed(0)
+    vae, clf = TinyVAE(), TinyClassifier()
+    return vae, clf, VAEGenerator(vae, image_shape=(1, 8, 8)), torch.rand(4, 1, 8, 8)
+
+
+def _attack(**kw):
+    _, clf, gen, x = _world()
+    x = kw.pop("x", x)
+    model = kw.pop("model", clf)
+    gen = kw.pop("gen", gen)
+    return lambda: LatentCounterfactualAttack(model, gen).generate(x, **{"target": 1, "max_steps": 3, **kw})
+
+
+class _NoGradDecoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.vae = TinyVAE()
+
+    def encode(self, x):
+        return self.vae.encode(x)
+
+    def decode(self, z):
+        with torch.no_grad():
+            return self.vae.decode(z)
+
+
+def _meta_generator():
+    gen = VAEGenerator(TinyVAE(), image_shape=(1, 8, 8))
+    return gen.to("meta")
+
+
+CASES = {
+    # images
+    "rank 3 images": (_attack(x=torch.rand(4, 8, 8)), ValueError, r"`inputs` must be a batch of images"),
+    "wrong channels": (_attack(x=torch.rand(4, 3, 8, 8)), ValueError, "C == 1"),
+    "wrong size": (_attack(x=torch.rand(4, 1, 9, 9)), ValueError, r"\(N, 1, 8, 8\)"),
+    "integer images": (_attack(x=torch.ones(4, 1, 8, 8, dtype=torch.uint8)), TypeError, "floating-point"),
+    "NaN images": (_attack(x=torch.full((4, 1, 8, 8), float("nan"))), ValueError, "NaN or Inf"),
+    "Inf images": (_attack(x=torch.full((4, 1, 8, 8), float("inf"))), ValueError, "NaN or Inf"),
+    "0-255 images": (_attack(x=torch.rand(4, 1, 8, 8) * 255), ValueError, "input range"),
+    "numpy images": (_attack(x=np.zeros((4, 1, 8, 8), np.float32)), TypeError, "`inputs` must be a torch.Tensor"),
+    "list images": (_attack(x=[torch.rand(4, 1, 8, 8)]), TypeError, "`inputs` must be a torch.Tensor"),
+    "tuple batch mismatch": (_attack(x=(torch.rand(4, 1, 8, 8), torch.rand(3, 2))), ValueError, r"`inputs\[1\]`"),
+    # targets
+    "target too large": (_attack(target=3), ValueError, r"class indices in \[0, 2\]"),
+    "target negative": (_attack(target=[-1, 0, 1, 2]), ValueError, "class indices"),
+    "target wrong length": (_attack(target=[0, 1]), ValueError, "one entry per example"),
+    "float targets": (_attack(target=torch.tensor([0.0, 1.0, 1.0, 0.0])), TypeError, "integer class indices"),
+    "2-D targets": (_attack(target=torch.zeros(4, 2, dtype=torch.long)), ValueError, "1-D tensor"),
+    "bool target": (_attack(target=True), TypeError, "got bool"),
+    "string target": (_attack(target="cat"), TypeError, "`target` must be an int"),
+    "missing target": (_attack(target=None), ValueError, "`target` is required"),
+    # settings
+    "negative max_steps": (_attack(max_steps=-2), ValueError, "`max_steps`"),
+    "zero lr": (_attack(lr=0.0), ValueError, "`lr`"),
+    "unknown objective": (_attack(objective="hinge"), ValueError, "`objective`"),
+    "unknown optimizer": (_attack(optimizer="lbfgs"), ValueError, "`optimizer`"),
+    "bad radius": (_attack(radius=-1.0), ValueError, "`radius`"),
+    "bad source": (_attack(source="decoder"), ValueError, "`source`"),
+    "flip on one logit": (_attack(model=lambda x: x.flatten(1)[:, :1], objective=Flip(), target=None), ValueError,
+                          "ProbabilityThreshold"),
+    # models and generators
+    "generator on another device": (_attack(gen=_meta_generator()), ValueError, "`generator` is on meta"),
+    "decoder not differentiable": (_attack(gen=VAEGenerator(_NoGradDecoder(), image_shape=(1, 8, 8))), TypeError,
+                                   "`generator.decode`.*not differentiable"),
+    "model not differentiable": (_attack(model=lambda x: TinyClassifier()(x).detach()), TypeError,
+                                 "`forward_func` is not differentiable"),
+    "model returns numpy": (_attack(model=lambda x: np.zeros((len(x), 3))), TypeError,
+                            "`forward_func` must return a tensor"),
+    "generator not a LatentGenerator": (lambda: LatentCounterfactualAttack(TinyClassifier(), TinyVAE()), TypeError,
+                                        "`generator` must be a captum_cfx"),
+    "encoder/decoder mismatch": (lambda: AutoencoderGenerator(lambda x: x.flatten(1)[:, :3],
+                                                              lambda z: z.view(-1, 1, 2, 2), image_shape=(1, 8, 8)),
+                                 ValueError, "`encoder` and `decoder` do not match"),
+    "VAE without decode": (lambda: VAEGenerator(torch.nn.Linear(2, 2)), TypeError, "`vae` must have callable"),
+    "bad image_shape": (lambda: VAEGenerator(TinyVAE(), image_shape=(8, 8)), ValueError, "`image_shape`"),
+    "diffusers wrong model": (lambda: DiffusersVAEGenerator(TinyVAE()), TypeError, "`model` must be a diffusers"),
+    "latent batch mismatch": (lambda: Latent(torch.zeros(3, 2), {"xT": torch.zeros(2, 1)}), ValueError,
+                              r"`fixed\['xT'\]`"),
+    # objectives
+    "NaN regression target": (lambda: RegressionTarget().prepare(torch.zeros(2), [0.1, float("nan")]),
+                              ValueError, "NaN"),
+    "regression target length": (lambda: RegressionTarget().prepare(torch.zeros(3), [0.1, 0.2]), ValueError,
+                                 "one value per example"),
+    "threshold out of range": (lambda: TargetClass(threshold=0.0), ValueError, "`threshold`"),
+    # zoo and files
+    "unknown zoo name": (lambda: load_pretrained("resnet50"), ValueError, "`name` must be one of"),
+    "zoo name not str": (lambda: load_pretrained(None), TypeError, "`name` must be a str"),
+    "not a generator": (lambda: load_generator("mnist-oracle"), ValueError, "`name` must be a generator"),
+    "missing data": (lambda: open_data("/nonexistent/data.npz"), ValueError, "is none of these"),
+    "shard size zero": (lambda: run_sharded(RunConfig(data="mnist-test", shard_size=0, limit=4), "/tmp/cfx_bad",
+                                            lambda x, y, s: {}, progress=False), ValueError, "`shard_size`"),
+    # metrics
+    "proximity shapes": (lambda: proximity(torch.zeros(2, 3), torch.zeros(2, 4)), ValueError, "same shape"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_matrix(case):
+    fn, exc, match = CASES[case]
+    with pytest.raises(exc, match=match):
+        fn()
+
+
+def test_matrix_is_large_enough():
+    assert len(CASES) >= 30
+
+
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(0, 5), dtype=st.sampled_from([torch.float32, torch.float64]),
+       steps=st.integers(0, 4), seed=st.integers(0, 2**16))
+def test_attack_shapes_dtypes_property(n, dtype, steps, seed):
+    torch.manual_seed(0)
+    vae, clf = TinyVAE().to(dtype), TinyClassifier().to(dtype)
+    gen = VAEGenerator(vae, image_shape=(1, 8, 8))
+    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    atk = LatentCounterfactualAttack(clf, gen)
+    out = atk.generate(x, target=[i % 3 for i in range(n)], max_steps=steps)
+    assert out.counterfactuals.shape == x.shape and out.counterfactuals.dtype == dtype
+    assert out.success.shape == (n,) and out.success.dtype == torch.bool
+    assert out.n_steps.shape == (n,) and (out.n_steps <= steps).all()
+    maps = atk.attribute(x, target=[i % 3 for i in range(n)], max_steps=steps)
+    assert maps.shape == x.shape and torch.isfinite(maps).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=6))
+def test_image_check_property(shape):
+    gen = VAEGenerator(TinyVAE(), image_shape=(1, 8, 8))
+    x = torch.rand(*shape)
+    if len(shape) != 4:
+        with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+            gen.encode(x)
+    else:
+        with pytest.raises(ValueError, match="`x` must be"):
+            gen.encode(x)  # never (1, 8, 8) with sides <= 4
