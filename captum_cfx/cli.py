@@ -92,7 +92,7 @@ def select_digits(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def cmd_explain_data(a: argparse.Namespace) -> int:
     """``explain --data``: a sharded, resumable run over a data set (several ranks under torchrun)."""
-    from captum_cfx.runner import RunConfig, make_explain_fn, rank_info, run_sharded
+    from captum_cfx.runner import RunConfig, make_explain_fn, rank_info, run_sharded, write_run_figures
     from captum_cfx.zoo import load_pretrained
 
     device = torch.device(a.device)
@@ -109,6 +109,8 @@ def cmd_explain_data(a: argparse.Namespace) -> int:
     summary = run_sharded(cfg, a.out, make_explain_fn(model, gen, oracle, cfg, device), resume=a.resume,
                           progress=not a.no_progress, image_shape=gen.image_shape or (1, 28, 28))
     if rank_info()[0] == 0:
+        if summary["n_valid"]:
+            write_run_figures(a.out, gen, cfg, image_shape=gen.image_shape or (1, 28, 28))
         seconds = time.perf_counter() - t0
         print(f"explained {summary['n_valid']} of {summary['n']} images in {summary['n_shards']} shards "
               f"({seconds:.1f}s): flip {summary['flip_rate']:.1%}, oracle agreement {summary['oracle_agreement']:.1%}; "
@@ -165,12 +167,43 @@ def cmd_explain(a: argparse.Namespace) -> int:
         "max_steps": a.max_steps,
         "captum_cfx_version": captum_cfx.__version__,
     }
+    desc = None if a.no_descriptors else _explain_descriptors(model, gen, out_cpu, xtr, metrics)
     paths = write_report(Path(a.out), x, y, targets, out_cpu, metrics)
+    if desc is not None:
+        from captum_cfx.report import append_descriptor_report
+
+        rows = [f"{int(s)}→{int(t)} ({'ok' if ok else 'fail'})" for s, t, ok in zip(y, targets, out_cpu.success)]
+        paths.update(append_descriptor_report(Path(a.out), desc[0], desc[1], rows))
     print(f"explained {len(x)} digits in {seconds:.1f}s ({metrics['counterfactuals_per_second']:.0f}/s): "
           f"flip {metrics['flip_rate']:.1%}, oracle agreement {metrics['oracle_agreement']:.1%}, "
           f"kNN realism {metrics['knn5_ratio']:.2f}x real digits, mean steps {metrics['mean_steps']:.1f}")
     print(f"report: {paths['report']}")
     return 0
+
+
+def _explain_descriptors(model: Any, gen: Any, out_cpu: Any, xtr: torch.Tensor,
+                         metrics: dict[str, Any]) -> tuple[Any, Any] | None:
+    """Morpho-MNIST descriptor probes on 1,000 training digits, then descriptor deltas of the counterfactuals."""
+    from captum_cfx import CounterfactualDescriptorAttribution
+    from captum_cfx.descriptors import Morphometry, sign_agreement
+
+    if tuple(gen.image_shape or ()) != (1, 28, 28):
+        return None  # Morpho-MNIST measures 28x28 grey digits only
+    morpho = Morphometry()
+    aux = xtr[::4]
+    cda = CounterfactualDescriptorAttribution(model, gen)
+    latents = cda.encode(aux.to(gen.device)).cpu()
+    cda.fit(latents=latents, descriptors=morpho(aux), names=morpho.names)
+    expl = cda.explain(out_cpu.counterfactuals, counterfactuals=out_cpu)
+    glob = cda.global_attribution(out_cpu)  # per (source -> target) transition when each has enough rows
+    if int((glob.counts >= 5).sum()) < 3:
+        glob = cda.global_attribution(out_cpu, group_by="target")
+    metrics["descriptor_probe_scores"] = cda.probes_.scores_
+    if bool(out_cpu.success.any()):
+        img = cda.measure_images(morpho, out_cpu)
+        metrics["descriptor_sign_agreement_top_quartile"] = sign_agreement(expl.deltas, img,
+                                                                           mask=out_cpu.success).value
+    return (expl, glob) if len(glob.transitions) else None
 
 
 def _to_cpu(out: Any) -> Any:
@@ -205,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the random targets")
     e.add_argument("--out", default="cfx-report", help="report folder (default ./cfx-report)")
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    e.add_argument("--no-descriptors", action="store_true",
+                   help="skip the Morpho-MNIST descriptor bars and global descriptor chart")
     e.add_argument("--data", default=None,
                    help="explain a data set in shards: mnist-test, mnist-train, a folder of images, or a "
                         ".npz/.npy/.safetensors/.pt tensor file (writes shards, a manifest and summary.json)")

@@ -373,3 +373,28 @@ def make_explain_fn(model: Callable[[Tensor], Tensor], generator: Any, oracle: C
         return full
 
     return compute
+
+
+def write_run_figures(out_dir: str | Path, generator: Any, cfg: RunConfig, max_rows: int = 8,
+                      image_shape: tuple[int, int, int] = (1, 28, 28)) -> Path:
+    """The merge step's figure: a counterfactual grid of the first valid images of shard 0."""
+    import matplotlib.pyplot as plt
+
+    from captum_cfx.visualization import counterfactual_grid
+
+    out = Path(out_dir)
+    d = load_file(str(shard_paths(out, 0)[0]))
+    valid = d["valid"] if "valid" in d else torch.ones(len(d["index"]), dtype=torch.bool)
+    rows = valid.nonzero().flatten()[:max_rows]
+    x, _, _ = open_data(cfg.data, image_shape).get(0, len(valid))
+    x = x[rows]
+    with torch.no_grad():
+        dev = generator.device
+        recon = generator.reconstruct(x.to(dev)).cpu()
+    cf = d["counterfactuals"][rows]
+    labels = [f"{int(d['labels'][i])}→{int(d['targets'][i])}" for i in rows] if "targets" in d else None
+    fig = counterfactual_grid(x, recon, cf, cf - recon, labels, max_rows=max_rows)
+    path = out / "grid.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
