@@ -1,9 +1,20 @@
 """captum_cfx: counterfactual explanations in generative latent spaces, as Captum attributions."""
 
-from captum_cfx.attr import CounterfactualOutput, LatentCounterfactualAttack
+from captum_cfx.attr import (
+    CounterfactualDescriptorAttribution,
+    CounterfactualOutput,
+    GlobalCounterfactualDirections,
+    InterFaceGANEdit,
+    LatentCounterfactualAttack,
+    LatentIntegratedGradients,
+)
+from captum_cfx.descriptors import LatentProbes, Morphometry
 from captum_cfx.generators import (
     AutoencoderGenerator,
+    DDIMGenerator,
     DiffusersVAEGenerator,
+    DiffusionAutoencoder,
+    GANGenerator,
     Latent,
     LatentGenerator,
     VAEGenerator,
@@ -21,10 +32,19 @@ from captum_cfx.optim import LatentAdam, LatentOptimizer, NormalizedGradient, Si
 __version__ = "0.1.0"
 
 __all__ = [
+    "CounterfactualDescriptorAttribution",
+    "InterFaceGANEdit",
+    "GlobalCounterfactualDirections",
+    "LatentIntegratedGradients",
+    "LatentProbes",
+    "Morphometry",
     "AutoencoderGenerator",
+    "DDIMGenerator",
+    "DiffusionAutoencoder",
     "CounterfactualOutput",
     "DiffusersVAEGenerator",
     "Flip",
+    "GANGenerator",
     "Latent",
     "LatentAdam",
     "LatentCounterfactualAttack",

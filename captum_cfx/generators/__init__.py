@@ -2,6 +2,20 @@
 
 from captum_cfx.generators.autoencoder import AutoencoderGenerator, VAEGenerator
 from captum_cfx.generators.base import Latent, LatentGenerator
+from captum_cfx.generators.ddim import DDIMGenerator
+from captum_cfx.generators.diffae import DiffusionAutoencoder, SemanticEncoder
 from captum_cfx.generators.diffusers_vae import DiffusersVAEGenerator
+from captum_cfx.generators.gan import GANGenerator, ProjectionOutput
 
-__all__ = ["AutoencoderGenerator", "DiffusersVAEGenerator", "Latent", "LatentGenerator", "VAEGenerator"]
+__all__ = [
+    "AutoencoderGenerator",
+    "DDIMGenerator",
+    "DiffusersVAEGenerator",
+    "DiffusionAutoencoder",
+    "GANGenerator",
+    "Latent",
+    "LatentGenerator",
+    "ProjectionOutput",
+    "SemanticEncoder",
+    "VAEGenerator",
+]

@@ -1,0 +1,147 @@
+"""A diffusion autoencoder (Preechakul et al. 2022) built from diffusers blocks.
+
+A semantic encoder maps an image to ``z_sem``; a ``UNet2DModel`` with ``class_embed_type="identity"``
+denoises conditioned on ``proj(z_sem)`` (added to its time embedding). ``encode`` returns
+``Latent(free=z_sem, fixed={"x_T": DDIM inversion of x conditioned on z_sem})``; ``decode`` samples from
+``x_T`` conditioned on ``z_sem`` and is differentiable in ``z_sem`` (and ``x_T``). Methods optimise
+``z_sem`` only; decoding one ``z_sem`` with fresh noise ``x_T`` (:meth:`DiffusionAutoencoder.vary`) shows
+the stochastic variation the semantic code leaves open.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from captum_cfx.generators.base import Latent, LatentGenerator
+from captum_cfx.generators.ddim import DDIMSampler, _from_model, _to_model
+
+__all__ = ["DiffusionAutoencoder", "SemanticEncoder"]
+
+
+class SemanticEncoder(nn.Module):
+    """A small CNN from images to the semantic code ``z_sem``.
+
+    Shape:
+        - input ``(N, C, H, W)`` in ``[-1, 1]``; output ``(N, z_dim)``.
+    """
+
+    def __init__(self, in_channels: int = 1, z_dim: int = 32, width: int = 32) -> None:
+        super().__init__()
+        self.config = {"in_channels": in_channels, "z_dim": z_dim, "width": width}
+        w = width
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, w, 4, 2, 1), nn.SiLU(),
+            nn.Conv2d(w, 2 * w, 4, 2, 1), nn.SiLU(),
+            nn.Conv2d(2 * w, 2 * w, 3, 1, 1), nn.SiLU(),
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8 * w, z_dim),
+        )  # fmt: skip
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class DiffusionAutoencoder(LatentGenerator):
+    """Semantic code ``z_sem`` (free) + DDIM noise ``x_T`` (fixed) over a conditioned diffusers UNet.
+
+    Args:
+        encoder: maps model-range images ``[-1, 1]`` to ``(N, z_dim)``, e.g. :class:`SemanticEncoder`.
+        unet: a diffusers ``UNet2DModel`` built with ``class_embed_type="identity"``.
+        scheduler: a diffusers ``DDIMScheduler``.
+        z_dim: size of ``z_sem``; a linear layer maps it to the UNet's time-embedding size.
+        num_inference_steps, checkpoint, autocast: as in :class:`~captum_cfx.generators.DDIMGenerator`.
+        input_range: the explained model's image range.
+
+    Shape:
+        - encode: ``(N, C, H, W) -> Latent(free=(N, z_dim), fixed={"x_T": (N, C, H, W)})``.
+        - decode: ``Latent -> (N, C, H, W)`` in ``input_range``.
+    """
+
+    def __init__(self, encoder: nn.Module, unet: Any, scheduler: Any, z_dim: int, num_inference_steps: int = 10,
+                 checkpoint: bool = True, autocast: torch.dtype | None = None,
+                 input_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        from diffusers import UNet2DModel
+
+        if not isinstance(unet, UNet2DModel):
+            raise TypeError(f"`unet` must be a diffusers UNet2DModel; got {type(unet).__name__}")
+        if unet.config.class_embed_type != "identity":
+            raise ValueError("`unet` must be built with class_embed_type='identity' to take z_sem; "
+                             f"got {unet.config.class_embed_type!r}")
+        c, s = unet.config.in_channels, unet.config.sample_size
+        super().__init__(input_range, (c, s, s) if isinstance(s, int) else None)
+        self.encoder = encoder
+        self.z_dim = int(z_dim)
+        temb = unet.config.block_out_channels[0] * 4
+        self.proj = nn.Linear(self.z_dim, temb)
+        self.sampler = DDIMSampler(unet, scheduler, num_inference_steps, 1.0, checkpoint, autocast)
+
+    def cond(self, z_sem: Tensor) -> Tensor:
+        """The UNet's class embedding for ``z_sem``."""
+        return self.proj(z_sem)
+
+    def encode_semantic(self, x: Tensor) -> Tensor:
+        """``z_sem`` only (no inversion), ``(N, z_dim)``."""
+        self.check_images(x, "x")
+        return self.encoder(_to_model(x, self.input_range))
+
+    def encode(self, x: Tensor) -> Latent:
+        z = self.encode_semantic(x)
+        with torch.no_grad():
+            x_T = self.sampler.invert(_to_model(x, self.input_range), self.cond(z))
+        return Latent(z, {"x_T": x_T})
+
+    def decode(self, latent: Latent | Tensor) -> Tensor:
+        lat = self._as_latent(latent)
+        if "x_T" not in lat.fixed:
+            raise ValueError("`latent` must carry fixed['x_T'] (from encode or vary); got only a semantic code")
+        return _from_model(self.sampler.sample(lat.fixed["x_T"], self.cond(lat.free)), self.input_range)
+
+    def vary(self, z_sem: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Decode each ``z_sem`` with ``n`` fresh Gaussian ``x_T``: ``(N * n, C, H, W)``."""
+        c, s = self.image_shape[0], self.image_shape[1]
+        z = z_sem.repeat_interleave(n, 0)
+        x_T = torch.randn(len(z), c, s, s, generator=generator, dtype=z.dtype).to(z.device)
+        return self.decode(Latent(z, {"x_T": x_T}))
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """``unet/`` and ``scheduler/`` (diffusers) + ``semantic.safetensors`` + ``config.json``."""
+        from safetensors.torch import save_file
+
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        self.sampler.unet.save_pretrained(str(p / "unet"), safe_serialization=True)
+        self.sampler.scheduler.save_pretrained(str(p / "scheduler"))
+        state = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
+        state.update({f"proj.{k}": v for k, v in self.proj.state_dict().items()})
+        save_file({k: v.contiguous() for k, v in state.items()}, str(p / "semantic.safetensors"))
+        (p / "config.json").write_text(json.dumps({
+            "encoder": getattr(self.encoder, "config", None), "z_dim": self.z_dim,
+            "num_inference_steps": self.sampler.num_inference_steps, "input_range": list(self.input_range)}, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kwargs: Any) -> DiffusionAutoencoder:
+        """Load a folder written by :meth:`save_pretrained` (offline; safetensors only)."""
+        from diffusers import DDIMScheduler, UNet2DModel
+
+        from captum_cfx._io import load_safetensors
+
+        p = Path(path)
+        if not (p / "config.json").is_file() or not (p / "unet").is_dir():
+            raise ValueError(f"`path` must be a folder written by DiffusionAutoencoder.save_pretrained; "
+                             f"got {str(path)!r}")
+        cfg = json.loads((p / "config.json").read_text())
+        if cfg.get("encoder") is None:
+            raise ValueError("`path`: config.json has no encoder config (a custom encoder cannot be rebuilt)")
+        unet = UNet2DModel.from_pretrained(str(p / "unet"), local_files_only=True, use_safetensors=True)
+        sched = DDIMScheduler.from_pretrained(str(p / "scheduler"), local_files_only=True)
+        enc = SemanticEncoder(**cfg["encoder"])
+        gen = cls(enc, unet, sched, cfg["z_dim"], **{"num_inference_steps": cfg["num_inference_steps"],
+                                                     "input_range": tuple(cfg["input_range"]), **kwargs})
+        state = load_safetensors(p / "semantic.safetensors", argument="path")
+        gen.encoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
+        gen.proj.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("proj.")})
+        return gen.eval()
