@@ -70,9 +70,11 @@ def measure(gen, z, x_T, device) -> tuple[int, float]:
         one_step(gen, z, x_T)
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base, time.perf_counter() - t0
-    t0 = time.perf_counter()
-    one_step(gen, z, x_T)
-    seconds = time.perf_counter() - t0
+    seconds = float("inf")
+    for _ in range(3):  # best of three: the machine is shared
+        t0 = time.perf_counter()
+        one_step(gen, z, x_T)
+        seconds = min(seconds, time.perf_counter() - t0)
     return peak_cpu_bytes(lambda: one_step(gen, z, x_T)), seconds
 
 

@@ -210,3 +210,40 @@ def test_fixed_latent_parts_travel_with_each_image(tiny):
     out = gcd.transfer(x, [0.0])
     torch.testing.assert_close(out.counterfactuals, gen.decode(gen.encode(x)))  # alpha 0 = each own reconstruction
     assert gcd.attribute(x, alpha=0.5).shape == x.shape
+
+
+def test_finite_difference_hessians_match_exact_ones(tiny):
+    _, clf, gen, x = tiny
+    kw = dict(classes=(0, 2), distance=pixel_distance, n_hessian=2)
+    exact = GlobalCounterfactualDirections(clf, gen, hvp="exact", **kw).fit(x[:1])
+    fd = GlobalCounterfactualDirections(clf, gen, hvp="finite-difference", **kw).fit(x[:1])
+    assert exact.direction_kinds_ == fd.direction_kinds_
+    cos = (exact.directions_ * fd.directions_).sum(1)
+    assert float(cos.min()) > 0.99
+    with pytest.raises(ValueError, match="`hvp` must be"):
+        GlobalCounterfactualDirections(clf, gen, hvp="newton", **kw)
+
+
+def test_runs_on_a_tiny_diffusion_autoencoder():
+    """z_sem is free and x_T fixed; diffusers' CPU attention has no double backward, so HVPs use differences."""
+    from diffusers import DDIMScheduler, UNet2DModel
+
+    from captum_cfx import LatentIntegratedGradients
+    from captum_cfx.generators import DiffusionAutoencoder, SemanticEncoder
+    from tests.conftest import TinyClassifier
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 8), norm_num_groups=4,
+                       layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"), class_embed_type="identity")
+    gen = DiffusionAutoencoder(SemanticEncoder(1, 4, 8), unet, DDIMScheduler(num_train_timesteps=100), z_dim=4,
+                               num_inference_steps=2).eval()
+    clf = TinyClassifier().eval()
+    x = torch.rand(3, 1, 8, 8)
+    gcd = GlobalCounterfactualDirections(clf, gen, classes=(0, 2), distance=pixel_distance, n_hessian=1,
+                                         hvp="finite-difference", n_alphas=4).fit(x[:1])
+    assert gcd.directions_.shape == (4, 4)
+    out = gcd.transfer(x, [0.0, 1.0])
+    torch.testing.assert_close(gcd.transfer(x, [0.0]).counterfactuals, out.reconstructions, atol=1e-5, rtol=0)
+    lig = LatentIntegratedGradients(clf, gen).explain(x, target=1, baseline=torch.zeros(4), n_steps=8)
+    assert float(lig.relative_error.max()) < 0.01

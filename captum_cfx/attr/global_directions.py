@@ -32,7 +32,8 @@ How this implementation differs:
 - **Selection**: the best direction is the one that flips the source at the smallest ``alpha`` (ties:
   smaller perceptual distance); every direction's line-search scores are kept in :attr:`scores_`.
 - Hessians are computed exactly (one HVP per latent dimension) and the eigenvectors with the largest
-  eigenvalues are taken.
+  eigenvalues are taken; ``hvp="finite-difference"`` (automatic fallback) uses central differences of true
+  gradients for models without a double backward (e.g. diffusers' attention on CPU).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +197,9 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         radius: proxy mode: sampling radius; default ``alpha_max``.
         proxy_hidden: proxy mode: hidden width of the two-layer MLP proxy.
         proxy_epochs: proxy mode: full-batch Adam epochs per round.
+        hvp: white-box Hessians: ``"exact"`` (double backward), ``"finite-difference"`` (central
+            differences of true gradients, for models without a double backward such as some attention
+            kernels) or ``"auto"`` (exact, falling back to finite differences with a warning).
 
     Shape:
         - source / images: ``(N, C, H, W)`` in ``generator.input_range``.
@@ -230,6 +235,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         radius: float | None = None,
         proxy_hidden: int = 256,
         proxy_epochs: int = 300,
+        hvp: str = "auto",
     ) -> None:
         if not callable(forward_func):
             raise TypeError(f"`forward_func` must be callable; got {type(forward_func).__name__}")
@@ -244,6 +250,8 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
             classes = (int(classes[0]), int(classes[1]))
         if distance is not None and not callable(distance):
             raise TypeError(f"`distance` must be callable (images, reference) -> (N,); got {type(distance).__name__}")
+        if hvp not in ("auto", "exact", "finite-difference"):
+            raise ValueError(f"`hvp` must be 'auto', 'exact' or 'finite-difference'; got {hvp!r}")
         if mode not in ("white-box", "proxy"):
             raise ValueError(f"`mode` must be 'white-box' or 'proxy'; got {mode!r}")
         weights = [tuple(float(v) for v in w) for w in loss_weights]
@@ -273,6 +281,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         self.radius = radius
         self.proxy_hidden = proxy_hidden
         self.proxy_epochs = proxy_epochs
+        self.hvp = hvp
 
     # ------------------------------------------------------------------ the binary question
     def _score(self, x: Tensor, extra: tuple[Any, ...] = ()) -> Tensor:
@@ -376,7 +385,6 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
 
     def _white_box_directions(self, lat0: Latent, z0: Tensor, x0: Tensor, s: float, extra: tuple[Any, ...],
                               dist: DistanceFn) -> tuple[Tensor, list[str]]:
-        d = z0.shape[1]
         # gradients of both loss terms at z0 (one gradient pass each counts as a render)
         z = z0.detach().clone().requires_grad_(True)
         logit, dst = self._loss_terms(lat0, z, x0, s, extra, dist)
@@ -389,15 +397,17 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
             dirs.append(-g[0] / g[0].norm().clamp_min(1e-12))
             kinds.append(f"g({a:g},{b:g})")
         if self.n_hessian > 0:
-            # exact Hessians by batched HVPs: row i of a batch of copies of z0 gives H e_i
-            zb = z0.detach().expand(d, d).clone().requires_grad_(True)
-            logit_b, dst_b = self._loss_terms(lat0, zb, x0, s, extra, dist)
-            gl = torch.autograd.grad(logit_b.sum(), zb, create_graph=True)[0]
-            gd = torch.autograd.grad(dst_b.sum(), zb, create_graph=True)[0]
-            eye = torch.eye(d, device=z0.device, dtype=z0.dtype)
-            h_logit = torch.autograd.grad((gl * eye).sum(), zb, retain_graph=True)[0]
-            h_dist = torch.autograd.grad((gd * eye).sum(), zb)[0]
-            self.renders_ += 2 * d  # HVPs, one per latent dimension and loss term
+            if self.hvp == "finite-difference":
+                h_logit, h_dist = self._hessians_fd(lat0, z0, x0, s, extra, dist)
+            else:
+                try:
+                    h_logit, h_dist = self._hessians_exact(lat0, z0, x0, s, extra, dist)
+                except RuntimeError as err:  # e.g. attention kernels without a double backward
+                    if self.hvp == "exact":
+                        raise
+                    warnings.warn(f"exact Hessian-vector products failed ({str(err)[:120]}); using central "
+                                  "differences of gradients instead (hvp='finite-difference')", stacklevel=3)
+                    h_logit, h_dist = self._hessians_fd(lat0, z0, x0, s, extra, dist)
             for a, b in self.loss_weights:
                 h = a * h_logit + b * h_dist
                 g = (a * g_logit + b * g_dist)[0]
@@ -405,6 +415,32 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                 dirs.extend(new)
                 kinds.extend(f"h{i + 1}({a:g},{b:g})" for i in range(len(new)))
         return torch.stack(dirs).detach(), kinds
+
+    def _hessians_exact(self, lat0: Latent, z0: Tensor, x0: Tensor, s: float, extra: tuple[Any, ...],
+                        dist: DistanceFn) -> tuple[Tensor, Tensor]:
+        """Exact Hessians by batched HVPs: row i of a batch of copies of z0 gives ``H e_i``."""
+        d = z0.shape[1]
+        zb = z0.detach().expand(d, d).clone().requires_grad_(True)
+        logit_b, dst_b = self._loss_terms(lat0, zb, x0, s, extra, dist)
+        gl = torch.autograd.grad(logit_b.sum(), zb, create_graph=True)[0]
+        gd = torch.autograd.grad(dst_b.sum(), zb, create_graph=True)[0]
+        eye = torch.eye(d, device=z0.device, dtype=z0.dtype)
+        h_logit = torch.autograd.grad((gl * eye).sum(), zb, retain_graph=True)[0]
+        h_dist = torch.autograd.grad((gd * eye).sum(), zb)[0]
+        self.renders_ += 2 * d  # HVPs, one per latent dimension and loss term
+        return h_logit, h_dist
+
+    def _hessians_fd(self, lat0: Latent, z0: Tensor, x0: Tensor, s: float, extra: tuple[Any, ...],
+                     dist: DistanceFn, eps: float = 1e-2) -> tuple[Tensor, Tensor]:
+        """Hessians by central differences of true gradients (first-order backward only)."""
+        d = z0.shape[1]
+        eye = torch.eye(d, device=z0.device, dtype=z0.dtype)
+        zb = torch.cat([z0 + eps * eye, z0 - eps * eye]).detach().requires_grad_(True)
+        logit_b, dst_b = self._loss_terms(lat0, zb, x0, s, extra, dist)
+        gl = torch.autograd.grad(logit_b.sum(), zb, retain_graph=True)[0]
+        gd = torch.autograd.grad(dst_b.sum(), zb)[0]
+        self.renders_ += 2 * 2 * d  # gradient passes: two loss terms at 2d points
+        return (gl[:d] - gl[d:]) / (2 * eps), (gd[:d] - gd[d:]) / (2 * eps)
 
     def _proxy_directions(self, lat0: Latent, z0: Tensor, x0: Tensor, s: float, extra: tuple[Any, ...],
                           dist: DistanceFn, alpha_max: float, rng: torch.Generator | None,
@@ -726,7 +762,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         cfg = {"classes": self.classes, "mode": self.mode, "loss_weights": self.loss_weights,
                "n_hessian": self.n_hessian, "alpha_max": self.alpha_max, "n_alphas": self.n_alphas,
                "render_budget": self.render_budget, "n_rounds": self.n_rounds, "radius": self.radius,
-               "proxy_hidden": self.proxy_hidden, "proxy_epochs": self.proxy_epochs,
+               "proxy_hidden": self.proxy_hidden, "proxy_epochs": self.proxy_epochs, "hvp": self.hvp,
                "direction_kinds": self.direction_kinds_, "scores": self.scores_, "best_index": self.best_index_,
                "source_sign": self.source_sign_, "renders": self.renders_, "latent_shape": list(self.latent_shape_),
                "fit_seconds": self.fit_seconds_}
@@ -747,7 +783,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                   distance=distance, mode=cfg["mode"], loss_weights=[tuple(w) for w in cfg["loss_weights"]],
                   n_hessian=cfg["n_hessian"], alpha_max=cfg["alpha_max"], n_alphas=cfg["n_alphas"],
                   render_budget=cfg["render_budget"], n_rounds=cfg["n_rounds"], radius=cfg["radius"],
-                  proxy_hidden=cfg["proxy_hidden"], proxy_epochs=cfg["proxy_epochs"])
+                  proxy_hidden=cfg["proxy_hidden"], proxy_epochs=cfg["proxy_epochs"], hvp=cfg.get("hvp", "auto"))
         state = load_safetensors(p / "model.safetensors", argument="path")
         dev, dt = generator.device, generator.dtype
         obj.directions_ = state["directions"].to(dev, dt)

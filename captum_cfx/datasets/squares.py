@@ -198,7 +198,7 @@ class Squares:
         positions); the intensity is the mean of the inner square, the background the mean of the
         pixels outside the outer square, both mapped back through the colour margin. On images the
         world rendered, position is exact and intensity/background are exact up to the mean of the
-        noise (about ``noise / 40`` at 32x32). On counterfactual images it is the natural reading.
+        noise (at most about 0.006 at 32x32). On counterfactual images it is the natural reading.
 
         Args:
             images: ``(N, 3, S, S)`` images in ``[0, 1]``.

@@ -70,7 +70,7 @@ class LatentProbes:
     Attributes:
         names_: descriptor names, one per probe.
         kinds_: ``"binary"`` or ``"continuous"`` per probe.
-        weight_: ``(k, d)`` float64 normals in raw latent coordinates; bias_: ``(k,)``.
+        weight_: ``(k, d)`` float64 normals in raw latent coordinates; ``bias_``: ``(k,)``.
         y_mean_, y_std_: ``(k,)`` standardisation of continuous descriptors (0 and 1 for binary ones).
         scores_: ``dict[name, float]``: held-out accuracy (binary) or R² (continuous).
         latent_dim_: ``d``.

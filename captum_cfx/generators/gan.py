@@ -85,7 +85,7 @@ class GANGenerator(LatentGenerator):
     state, and the perceptual term uses a domain feature network (LPIPS needs downloaded weights). Use
     ``optimizer="adamw"``, ``tol=0`` (no early stop), ``steps=500`` and your own ``feature_network``
     for the reference behaviour; AdamW's decay here pulls towards the centre of the prior
-    (``0`` for z, ``w_mean`` for w).
+    (``w_mean``).
 
     Args:
         generator: the GAN generator, a module. If ``mapping`` is ``None`` and the module has callable
@@ -105,7 +105,7 @@ class GANGenerator(LatentGenerator):
             are on the scale of pixel ones; 0.3 gave the best class preservation on the shipped GAN).
         num_starts: K, random starts per image; the best (lowest loss) one is optimised.
         steps: maximum optimisation steps.
-        lr: Adam step size (tuned for W coordinates of spread ~0.15, as in the shipped GAN).
+        lr: Adam step size, in latent units (standardised W by default).
         optimizer: ``"adam"`` or ``"adamw"``.
         weight_decay: AdamW's decoupled decay (only with ``"adamw"``).
         lr_schedule: ``"cosine"`` (default) decays the step size from ``lr`` to 0 over ``steps``, as
@@ -114,7 +114,10 @@ class GANGenerator(LatentGenerator):
         tol, patience: per-sample early stop: stop after ``patience`` steps without a relative
             improvement of the best loss by more than ``tol`` (``tol=0`` never stops early).
         error_threshold: pixel MSE above which a projection is flagged as failed (``None``: never).
-        n_mean_samples: mapped draws used to estimate ``w_mean``.
+        n_mean_samples: mapped draws used to estimate ``w_mean`` and ``w_std``.
+        normalize: in W space, the free latent is ``(w - w_mean) / w_std`` per dimension (default), so that
+            step sizes mean the same as in a VAE's ``N(0, I)`` latent and the attack's defaults apply;
+            ``False`` exposes raw ``w`` (then scale ``lr`` to W's spread). :meth:`to_w` gives raw ``w``.
         seed: seed of the ``torch.Generator`` used when :meth:`encode` gets none (so encoding is
             deterministic by default).
 
@@ -146,7 +149,7 @@ class GANGenerator(LatentGenerator):
         feature_weight: float = 0.3,
         num_starts: int = 16,
         steps: int = 150,
-        lr: float = 0.03,
+        lr: float = 0.1,
         optimizer: str = "adam",
         weight_decay: float = 0.0,
         lr_schedule: str = "cosine",
@@ -155,6 +158,7 @@ class GANGenerator(LatentGenerator):
         patience: int = 25,
         error_threshold: float | None = None,
         n_mean_samples: int = 4096,
+        normalize: bool = True,
         seed: int = 0,
     ) -> None:
         super().__init__(input_range, image_shape)
@@ -200,6 +204,9 @@ class GANGenerator(LatentGenerator):
         self.feature_weight, self.num_starts, self.steps, self.lr = float(feature_weight), num_starts, steps, lr
         self.optimizer, self.weight_decay, self.truncation = optimizer, float(weight_decay), float(truncation)
         self.tol, self.patience, self.error_threshold, self.seed = float(tol), patience, error_threshold, seed
+        if not isinstance(normalize, bool):
+            raise TypeError(f"`normalize` must be a bool; got {type(normalize).__name__}")
+        self.normalize = normalize and latent_space == "w"
 
         self.feature_network = self._resolve_features(feature_network)
         # the latent size: z_dim, or the mapping's output size (probed)
@@ -226,10 +233,12 @@ class GANGenerator(LatentGenerator):
                 g = torch.Generator(device=self.device).manual_seed(seed)
                 zs = torch.randn(n_mean_samples, z_dim, generator=g, device=self.device, dtype=self.dtype)
                 ws = torch.cat([self.mapping_fn(c) for c in zs.split(1024)])
-                w_mean = ws.mean(0)
-            else:
-                w_mean = torch.zeros(self.latent_shape, device=self.device, dtype=self.dtype)
-        self.register_buffer("w_mean", w_mean if latent_space == "w" else torch.zeros_like(z[0]))
+                w_mean, w_std = ws.mean(0), ws.std(0).clamp_min(1e-6)
+        if latent_space == "z":
+            w_mean = torch.zeros(self.latent_shape, device=self.device, dtype=self.dtype)
+            w_std = torch.ones_like(w_mean)
+        self.register_buffer("w_mean", w_mean)
+        self.register_buffer("w_std", w_std)
 
     # ------------------------------------------------------------------ pieces
     def _resolve_features(self, feature_network: Any) -> Callable[[Tensor], Tensor] | None:
@@ -260,7 +269,14 @@ class GANGenerator(LatentGenerator):
             raise TypeError(f"the generator must return a tensor of images; got {type(out).__name__}")
         return out
 
+    def to_w(self, latent: Latent | Tensor) -> Tensor:
+        """The raw ``w`` (or ``z``) of a latent, undoing the per-dimension standardisation of W."""
+        free = self._as_latent(latent).free
+        return self.w_mean + self.w_std * free if self.normalize else free
+
     def _render(self, free: Tensor, noise: Mapping[str, Tensor]) -> Tensor:
+        if self.normalize:
+            free = self.w_mean + self.w_std * free
         if self.latent_space == "z" and self.mapping_fn is not None:
             free = self.mapping_fn(free)
         return self._synthesize(free, noise)
@@ -276,7 +292,8 @@ class GANGenerator(LatentGenerator):
         return self._render(lat.free, noise)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Latent:
-        """``n`` random latents: ``z ~ N(0, I)``, or ``w = w_mean + truncation * (mapping(z) - w_mean)``."""
+        """``n`` random latents: ``z ~ N(0, I)``, or ``w = w_mean + truncation * (mapping(z) - w_mean)``
+        (standardised with ``normalize``)."""
         check_positive(n, "n", integer=True)
         dev = generator.device if generator is not None else self.device
         z = torch.randn(n, self.z_dim, generator=generator, device=dev, dtype=self.dtype).to(self.device)
@@ -284,7 +301,8 @@ class GANGenerator(LatentGenerator):
                  for k, s in self.noise_shapes.items()}
         if self.latent_space == "w":
             with torch.no_grad():
-                z = self.w_mean + self.truncation * (self.mapping_fn(z) - self.w_mean)
+                z = self.truncation * (self.mapping_fn(z) - self.w_mean)
+                z = z / self.w_std if self.normalize else z + self.w_mean
         return Latent(z, noise)
 
     def _loss(self, img: Tensor, x: Tensor, fx: Tensor | None) -> Tensor:
@@ -373,7 +391,7 @@ class GANGenerator(LatentGenerator):
         n_steps = torch.full((n,), self.steps, dtype=torch.long, device=x.device)
         active = torch.arange(n, device=x.device)
         z, state = free.detach().clone(), opt.init_state(free)
-        center = self.w_mean if self.latent_space == "w" else torch.zeros_like(self.w_mean)
+        center = self.w_mean if self.latent_space == "w" and not self.normalize else torch.zeros_like(self.w_mean)
         for t in range(1, self.steps + 1):
             zr = z.detach().requires_grad_(True)
             nz = {k: v[active] for k, v in noise.items()}

@@ -124,7 +124,7 @@ RECIPES: dict[str, Recipe] = {
         train=lambda r, e: train_gan(r.seed, e, r.config),
         evaluate=_eval_gan, targets={"classifier_accuracy_on_projections": 0.9},
         generator={"wrapper": "GANGenerator", "latent_space": "w", "input_range": [0.0, 1.0],
-                   "image_shape": [1, 28, 28], "steps": 150, "lr": 0.03, "feature_weight": 0.3,
+                   "image_shape": [1, 28, 28], "steps": 150, "lr": 0.1, "feature_weight": 0.3,
                    "error_threshold": 0.05},
     ),
 }

@@ -170,7 +170,8 @@ def _all_recipes() -> dict[str, Recipe]:
     return out
 
 
-def save_model(name: str, model: nn.Module, recipe: Recipe, metrics: dict, seconds: float, out: Path) -> None:
+def save_model(name: str, model: nn.Module, recipe: Recipe, metrics: dict, seconds: float, out: Path,
+               epochs: int | None = None) -> None:
     """Write ``<name>.safetensors`` (fp16) and ``<name>.json`` atomically."""
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()
@@ -180,7 +181,8 @@ def save_model(name: str, model: nn.Module, recipe: Recipe, metrics: dict, secon
     save_file(state, str(tmp))
     tmp.replace(out / f"{name}.safetensors")
     extra = {"generator": recipe.generator} if recipe.generator else {}
-    cfg = {"class": recipe.cls, "config": recipe.config, **extra, "seed": recipe.seed, "epochs": recipe.epochs,
+    cfg = {"class": recipe.cls, "config": recipe.config, **extra, "seed": recipe.seed,
+           "epochs": epochs or recipe.epochs,
            "metrics": metrics, "targets": recipe.targets, "train_seconds_cpu": round(seconds, 1),
            "train_threads": torch.get_num_threads()}
     tmpj = out / f".{name}.json.tmp"
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     # evaluate the fp16-rounded weights that are actually shipped
     model.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()})
     metrics = r.evaluate(model.eval())
-    save_model(a.name, model, r, metrics, seconds, a.out)
+    save_model(a.name, model, r, metrics, seconds, a.out, epochs=a.epochs or r.epochs)
     ok = all(metrics[k] >= v for k, v in r.targets.items())
     print(json.dumps({"name": a.name, "metrics": metrics, "targets": r.targets, "meets_targets": ok,
                       "train_seconds": round(seconds, 1)}, indent=2))
