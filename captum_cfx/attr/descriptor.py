@@ -36,6 +36,7 @@ from torch import Tensor
 
 from captum_cfx._utils import eval_mode
 from captum_cfx._validation import format_inputs
+from captum_cfx.attr._common import check_model_and_generator
 from captum_cfx.attr.latent_attack import LatentCounterfactualAttack
 from captum_cfx.attr.output import CounterfactualOutput
 from captum_cfx.descriptors.probes import LatentProbes, NotFittedError
@@ -151,10 +152,7 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
 
     def __init__(self, forward_func: Callable[..., Tensor], generator: LatentGenerator,
                  probes: LatentProbes | None = None, attack: LatentCounterfactualAttack | None = None) -> None:
-        if not callable(forward_func):
-            raise TypeError(f"`forward_func` must be callable; got {type(forward_func).__name__}")
-        if not isinstance(generator, LatentGenerator):
-            raise TypeError(f"`generator` must be a captum_cfx LatentGenerator; got {type(generator).__name__}")
+        check_model_and_generator(forward_func, generator)
         if probes is not None:
             if not isinstance(probes, LatentProbes):
                 raise TypeError(f"`probes` must be LatentProbes; got {type(probes).__name__}")

@@ -56,6 +56,7 @@ from tqdm.auto import tqdm
 from captum_cfx._io import load_safetensors
 from captum_cfx._utils import as_tuple, call_model, check_same_device, eval_mode, index_args
 from captum_cfx._validation import check_positive, format_inputs, parse_target
+from captum_cfx.attr._common import check_model_and_generator
 from captum_cfx.generators.base import Latent, LatentGenerator
 
 __all__ = ["GlobalCounterfactualDirections", "GlobalityResult", "OracleFeatureDistance", "TransferOutput"]
@@ -237,11 +238,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         proxy_epochs: int = 300,
         hvp: str = "auto",
     ) -> None:
-        if not callable(forward_func):
-            raise TypeError(f"`forward_func` must be callable; got {type(forward_func).__name__}")
-        if not isinstance(generator, LatentGenerator):
-            raise TypeError("`generator` must be a captum_cfx.generators.LatentGenerator; "
-                            f"got {type(generator).__name__}")
+        check_model_and_generator(forward_func, generator)
         if classes is not None:
             if (not isinstance(classes, (tuple, list)) or len(classes) != 2
                     or not all(isinstance(c, int) and not isinstance(c, bool) for c in classes)

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from captum_cfx._utils import as_tuple, call_model, eval_mode
 from captum_cfx._validation import format_inputs, parse_target
+from captum_cfx.attr._common import check_model_and_generator
 from captum_cfx.attr.descriptor import _classes
 from captum_cfx.attr.output import CounterfactualOutput
 from captum_cfx.descriptors.probes import LatentProbes, logit
@@ -89,10 +90,7 @@ class InterFaceGANEdit(PerturbationAttribution):
     """
 
     def __init__(self, forward_func: Callable[..., Tensor], generator: LatentGenerator, probes: LatentProbes) -> None:
-        if not callable(forward_func):
-            raise TypeError(f"`forward_func` must be callable; got {type(forward_func).__name__}")
-        if not isinstance(generator, LatentGenerator):
-            raise TypeError(f"`generator` must be a captum_cfx LatentGenerator; got {type(generator).__name__}")
+        check_model_and_generator(forward_func, generator)
         if not isinstance(probes, LatentProbes):
             raise TypeError(f"`probes` must be LatentProbes; got {type(probes).__name__}")
         probes._check_fitted()

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from captum_cfx._utils import as_tuple, call_model, check_same_device, eval_mode, index_args
 from captum_cfx._validation import check_positive, format_inputs
+from captum_cfx.attr._common import check_model_and_generator
 from captum_cfx.attr.output import CounterfactualOutput
 from captum_cfx.generators.base import LatentGenerator
 from captum_cfx.objectives import LogitMargin, Objective, get_objective
@@ -83,11 +84,7 @@ class LatentCounterfactualAttack(GradientAttribution, Perturbation):
     """
 
     def __init__(self, forward_func: Callable[..., Tensor], generator: LatentGenerator) -> None:
-        if not callable(forward_func):
-            raise TypeError(f"`forward_func` must be callable; got {type(forward_func).__name__}")
-        if not isinstance(generator, LatentGenerator):
-            raise TypeError("`generator` must be a captum_cfx.generators.LatentGenerator (wrap your model with "
-                            f"AutoencoderGenerator, VAEGenerator, ...); got {type(generator).__name__}")
+        check_model_and_generator(forward_func, generator)
         GradientAttribution.__init__(self, forward_func)
         self.generator = generator
 

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from captum_cfx._utils import as_tuple, call_model, check_same_device, eval_mode, index_args
 from captum_cfx._validation import check_positive, format_inputs, parse_target
+from captum_cfx.attr._common import check_model_and_generator
 from captum_cfx.generators.base import Latent, LatentGenerator
 
 __all__ = ["LatentIGOutput", "LatentIntegratedGradients"]
@@ -99,11 +100,7 @@ class LatentIntegratedGradients(GradientAttribution):
     """
 
     def __init__(self, forward_func: Callable[..., Tensor], generator: LatentGenerator) -> None:
-        if not callable(forward_func):
-            raise TypeError(f"`forward_func` must be callable; got {type(forward_func).__name__}")
-        if not isinstance(generator, LatentGenerator):
-            raise TypeError("`generator` must be a captum_cfx.generators.LatentGenerator; "
-                            f"got {type(generator).__name__}")
+        check_model_and_generator(forward_func, generator)
         GradientAttribution.__init__(self, forward_func)
         self.generator = generator
 
