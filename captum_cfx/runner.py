@@ -101,8 +101,32 @@ class _FolderSource(DataSource):
         return x, torch.full((len(x),), -1, dtype=torch.long), problems
 
 
+class _SquaresSource(DataSource):
+    """``squares-<size>:<n>``: procedurally generated squares, each block of 1,000 from its own seed,
+    so any index range is generated on demand and the data set never exists in memory at once."""
+
+    block = 1000
+
+    def __init__(self, size: int, n: int) -> None:
+        from captum_cfx.datasets import Squares
+
+        self.world, self.n = Squares(image_size=size), n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def get(self, start: int, stop: int) -> tuple[Tensor, Tensor, list[str]]:
+        xs, ys = [], []
+        for b in range(start // self.block, (max(stop, start + 1) - 1) // self.block + 1):
+            s = self.world.sample(self.block, generator=torch.Generator().manual_seed(b))
+            lo, hi = max(start - b * self.block, 0), min(stop - b * self.block, self.block)
+            xs.append(s.images[lo:hi])
+            ys.append(s.targets[lo:hi])
+        return torch.cat(xs), torch.cat(ys), []
+
+
 def open_data(spec: str, image_shape: tuple[int, int, int] = (1, 28, 28)) -> DataSource:
-    """Open ``--data``: a built-in name (``mnist-test``, ``mnist-train``), a folder of images, or a
+    """Open ``--data``: a built-in name (``mnist-test``, ``mnist-train``, ``squares-<size>:<n>``), a folder, or a
     tensor file (``.npz`` with ``images`` [and ``labels``], ``.npy``, ``.safetensors``, or ``.pt`` read
     with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects)."""
     if spec in ("mnist-test", "mnist-train"):
@@ -110,6 +134,11 @@ def open_data(spec: str, image_shape: tuple[int, int, int] = (1, 28, 28)) -> Dat
 
         x, y = load_mnist(spec.split("-")[1])
         return _TensorSource(x, y)
+    if spec.startswith("squares-") and ":" in spec:
+        size, n = spec[len("squares-"):].split(":", 1)
+        if not (size.isdigit() and n.isdigit()):
+            raise ValueError(f"`data` squares spec must be 'squares-<size>:<n>', e.g. squares-64:50000; got {spec!r}")
+        return _SquaresSource(int(size), int(n))
     path = Path(spec)
     if path.is_dir():
         return _FolderSource(path, image_shape)

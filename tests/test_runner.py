@@ -146,3 +146,13 @@ def test_kill_and_resume_two_processes_bit_identical(tmp_path):
     assert r["identical_to_uninterrupted"]
     assert not r["duplicate_shards"] and r["partial_files_left"] == []
     assert r["summary"]["n"] == 80
+
+
+def test_squares_source_is_generated_on_demand_and_consistent():
+    src = open_data("squares-32:2500")
+    assert len(src) == 2500
+    x, y, _ = src.get(998, 1003)  # crosses a generation block
+    x2, y2, _ = src.get(1000, 1001)
+    assert x.shape == (5, 3, 32, 32) and torch.equal(x[2], x2[0]) and torch.equal(y[2], y2[0])
+    with pytest.raises(ValueError, match="squares-<size>:<n>"):
+        open_data("squares-big:10")
