@@ -1,9 +1,13 @@
 """Write the tutorial notebooks from the cell sources below (so they stay reviewable as code).
 
+Notebooks 01-02 are defined here; each later notebook's cells live in ``tutorials/nbNN_<name>.py``
+(a module defining ``NAME`` and ``CELLS``), picked up automatically.
+
     python tutorials/make_notebooks.py          # regenerate tutorials/*.ipynb (outputs cleared)
     python tutorials/run_notebooks.py           # execute them (CI sets CFX_TUTORIAL_N small)
 """
 
+import importlib.util
 from pathlib import Path
 
 import nbformat as nbf
@@ -100,6 +104,18 @@ def write(name: str, cells: list[tuple[str, str]]) -> None:
     nbf.write(nb, HERE / name)
 
 
+def _extra_notebooks() -> list[tuple[str, list[tuple[str, str]]]]:
+    out = []
+    for path in sorted(HERE.glob("nb[0-9][0-9]_*.py")):
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        out.append((mod.NAME, mod.CELLS))
+    return out
+
+
 if __name__ == "__main__":
     write("01_quickstart.ipynb", QUICKSTART)
     write("02_descriptors.ipynb", DESCRIPTORS)
+    for name, cells in _extra_notebooks():
+        write(name, cells)

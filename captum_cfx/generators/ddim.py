@@ -181,6 +181,18 @@ class DDIMGenerator(LatentGenerator):
             "input_range": list(self.input_range)}, indent=2))
 
     @classmethod
+    def from_weights(cls, weights: torch.nn.Module, **kwargs: Any) -> DDIMGenerator:
+        """Wrap a zoo weight container (``unet``, ``scheduler_config``), e.g.
+        :class:`captum_cfx.zoo.diffusion_models.DDPMWeights`; ``kwargs`` go to the constructor."""
+        from diffusers import DDIMScheduler
+
+        for part in ("unet", "scheduler_config"):
+            if not hasattr(weights, part):
+                raise TypeError(f"`weights` must carry `{part}` (a DDPMWeights-like module); "
+                                f"got {type(weights).__name__}")
+        return cls(weights.unet, DDIMScheduler(**weights.scheduler_config), **kwargs).eval()
+
+    @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs: Any) -> DDIMGenerator:
         """Load a local folder with ``unet/`` and ``scheduler/`` (or a UNet folder plus a default DDIM
         scheduler); ``kwargs`` override the saved settings. Offline: ``local_files_only=True``."""

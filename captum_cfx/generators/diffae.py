@@ -123,6 +123,20 @@ class DiffusionAutoencoder(LatentGenerator):
             "num_inference_steps": self.sampler.num_inference_steps, "input_range": list(self.input_range)}, indent=2))
 
     @classmethod
+    def from_weights(cls, weights: nn.Module, **kwargs: Any) -> DiffusionAutoencoder:
+        """Wrap a zoo weight container (``encoder``, ``unet``, ``proj``, ``z_dim``, ``scheduler_config``),
+        e.g. :class:`captum_cfx.zoo.diffusion_models.DiffAEWeights`; ``kwargs`` go to the constructor."""
+        from diffusers import DDIMScheduler
+
+        for part in ("encoder", "unet", "proj", "z_dim", "scheduler_config"):
+            if not hasattr(weights, part):
+                raise TypeError(f"`weights` must carry `{part}` (a DiffAEWeights-like module); "
+                                f"got {type(weights).__name__}")
+        gen = cls(weights.encoder, weights.unet, DDIMScheduler(**weights.scheduler_config), weights.z_dim, **kwargs)
+        gen.proj = weights.proj
+        return gen.eval()
+
+    @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs: Any) -> DiffusionAutoencoder:
         """Load a folder written by :meth:`save_pretrained` (offline; safetensors only)."""
         from diffusers import DDIMScheduler, UNet2DModel

@@ -84,5 +84,7 @@ def load_generator(name: str = "mnist-vae", weights_dir: str | Path | None = Non
         gens = sorted(set(_GENERATORS) | {n for n in available() if _config(n, WEIGHTS_DIR).get("generator")})
         raise ValueError(f"`name` must be a generator, one of {gens}; got {name!r}")
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "wrapper"}
-    wrapper = getattr(generators, spec["wrapper"])
+    wrapper: Any = generators
+    for part in spec["wrapper"].split("."):  # a class, or a "Class.constructor" such as "DDIMGenerator.from_weights"
+        wrapper = getattr(wrapper, part)
     return wrapper(load_pretrained(name, wd), **kwargs).eval()
