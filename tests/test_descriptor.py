@@ -467,3 +467,26 @@ def test_raw_latents_keep_ignored_coordinates_small(tmp_path):
     assert abs(float(raw.weight_[0, 2])) < 1.0 < abs(float(std.weight_[0, 2]))
     std.save_pretrained(tmp_path / "s")
     assert LatentProbes.from_pretrained(tmp_path / "s").standardize_latents is True
+
+
+def test_reencode_drops_latent_moves_the_decoder_does_not_render():
+    """A latent move along a direction the decoder ignores shows in the plain deltas but not re-encoded."""
+    from captum_cfx.generators import AutoencoderGenerator
+
+    a = torch.tensor([[1.0], [0.0], [0.0], [0.0]])  # the decoder renders z0 only; z1 is invisible
+    gen = AutoencoderGenerator(lambda x: torch.cat([x.flatten(1) @ a, torch.zeros(len(x), 1)], 1),
+                               lambda z: (z[:, :1] @ a.T).view(-1, 1, 2, 2), input_range=None, image_shape=(1, 2, 2))
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(300, 2, generator=g)
+    probes = LatentProbes().fit(z, torch.stack([z[:, 0], z[:, 1]], 1), ["rendered", "invisible"])
+    cda = CounterfactualDescriptorAttribution(lambda x: x.flatten(1)[:, :2], gen, probes=probes)
+    z0 = torch.zeros(2, 2)
+    zc = torch.tensor([[0.0, 2.0], [1.0, 2.0]])  # both move the invisible coordinate; row 1 also z0
+    cfx = make_cfx(z0, zc, torch.zeros(2, 2), torch.zeros(2, 2))
+    cfx.reconstructions, cfx.counterfactuals = gen.decode(z0), gen.decode(zc)
+    plain = cda.attribute(torch.zeros(2, 1, 2, 2), counterfactuals=cfx)
+    re = cda.attribute(torch.zeros(2, 1, 2, 2), counterfactuals=cfx, reencode=True)
+    assert (plain[:, 1] > 1).all()  # the probe reads the invisible move
+    assert re[:, 1].abs().max() < 1e-2  # re-encoding the images removes it
+    assert re[0, 0].abs() < 1e-2 and re[1, 0] > 0.5  # the rendered move is kept
+    assert torch.allclose(re[:, 0], plain[:, 0], atol=1e-2)

@@ -220,6 +220,7 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
         target: Any = None,
         additional_forward_args: Any = None,
         counterfactuals: CounterfactualOutput | None = None,
+        reencode: bool = False,
         **kwargs: Any,
     ) -> Tensor:
         """Descriptor changes ``probe(z_cf) - probe(z0)`` of each input's counterfactual.
@@ -228,12 +229,17 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
             inputs, target, additional_forward_args: as in Captum; ``target`` is the class to reach.
             counterfactuals: a :class:`~captum_cfx.CounterfactualOutput` for these inputs (one row each) to
                 explain instead of running the attack; then only its latents are read.
+            reencode: probe ``encode(decode(z_cf))`` and ``encode(decode(z0))`` instead of the latents
+                themselves (one encoder pass per image). The attack can move a latent along directions that
+                a probe reads but the decoder does not render; re-encoding the decoded images removes
+                those components, so the deltas follow what changed in the image. Off by default, as in
+                the paper (then the cost is independent of the image size).
             kwargs: search settings of :meth:`~captum_cfx.LatentCounterfactualAttack.generate`.
 
         Returns:
             ``(N, k)`` tensor; columns :attr:`descriptor_names`.
         """
-        return self.explain(inputs, target, additional_forward_args, counterfactuals, **kwargs).deltas
+        return self.explain(inputs, target, additional_forward_args, counterfactuals, reencode, **kwargs).deltas
 
     def explain(
         self,
@@ -241,6 +247,7 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
         target: Any = None,
         additional_forward_args: Any = None,
         counterfactuals: CounterfactualOutput | None = None,
+        reencode: bool = False,
         **kwargs: Any,
     ) -> DescriptorAttributionOutput:
         """Like :meth:`attribute`, but return a :class:`DescriptorAttributionOutput` with probe values and
@@ -256,8 +263,12 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
         elif len(counterfactuals) != tup[0].shape[0]:
             raise ValueError(f"`counterfactuals` must have one row per input ({tup[0].shape[0]}); "
                              f"got {len(counterfactuals)}")
-        z0 = counterfactuals.original_latents.free.detach()
-        zc = counterfactuals.latents.free.detach()
+        if reencode:
+            z0 = self.encode(counterfactuals.reconstructions.detach())
+            zc = self.encode(counterfactuals.counterfactuals.detach())
+        else:
+            z0 = counterfactuals.original_latents.free.detach()
+            zc = counterfactuals.latents.free.detach()
         before = probes.predict(z0, "counterfactuals.original_latents")
         after = probes.predict(zc, "counterfactuals.latents")
         return DescriptorAttributionOutput(after - before, before, after, self.descriptor_names, counterfactuals)
