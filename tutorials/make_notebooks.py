@@ -100,6 +100,8 @@ print(g.transitions[:3])"""),
 def write(name: str, cells: list[tuple[str, str]]) -> None:
     nb = nbf.v4.new_notebook()
     nb.cells = [nbf.v4.new_markdown_cell(src) if kind == "md" else nbf.v4.new_code_cell(src) for kind, src in cells]
+    for i, cell in enumerate(nb.cells):  # stable ids: regenerating an unchanged notebook changes nothing
+        cell["id"] = f"cell-{i:02d}"
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbf.write(nb, HERE / name)
 
