@@ -3,6 +3,8 @@
 from captum_cfx.attr import (
     CounterfactualDescriptorAttribution,
     CounterfactualOutput,
+    CounterfactualSufficiencyNecessity,
+    DiffusionPixelCounterfactual,
     GlobalCounterfactualDirections,
     InterFaceGANEdit,
     LatentCounterfactualAttack,
@@ -19,6 +21,7 @@ from captum_cfx.generators import (
     LatentGenerator,
     VAEGenerator,
 )
+from captum_cfx.interventions import LatentIntervention, LinearDirections, ShiftPredictor
 from captum_cfx.objectives import (
     Flip,
     LogitMargin,
@@ -32,6 +35,10 @@ from captum_cfx.optim import LatentAdam, LatentOptimizer, NormalizedGradient, Si
 __version__ = "0.1.0"
 
 __all__ = [
+    "CounterfactualSufficiencyNecessity",
+    "LatentIntervention",
+    "LinearDirections",
+    "ShiftPredictor",
     "CounterfactualDescriptorAttribution",
     "InterFaceGANEdit",
     "GlobalCounterfactualDirections",
@@ -42,6 +49,7 @@ __all__ = [
     "DDIMGenerator",
     "DiffusionAutoencoder",
     "CounterfactualOutput",
+    "DiffusionPixelCounterfactual",
     "DiffusersVAEGenerator",
     "Flip",
     "GANGenerator",

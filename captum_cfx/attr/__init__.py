@@ -1,10 +1,16 @@
 """Counterfactual attribution methods, one per module."""
 
+from captum_cfx.attr.causal import (
+    CounterfactualSufficiencyNecessity,
+    SufficiencyNecessityOutput,
+    plot_sufficiency_necessity,
+)
 from captum_cfx.attr.descriptor import (
     CounterfactualDescriptorAttribution,
     DescriptorAttributionOutput,
     GlobalDescriptorAttribution,
 )
+from captum_cfx.attr.diffusion_pixel import DiffusionPixelCounterfactual, PixelCounterfactualOutput
 from captum_cfx.attr.global_directions import (
     GlobalCounterfactualDirections,
     GlobalityResult,
@@ -17,12 +23,17 @@ from captum_cfx.attr.latent_ig import LatentIGOutput, LatentIntegratedGradients
 from captum_cfx.attr.output import CounterfactualOutput
 
 __all__ = [
+    "CounterfactualSufficiencyNecessity",
+    "SufficiencyNecessityOutput",
+    "plot_sufficiency_necessity",
     "CounterfactualDescriptorAttribution",
     "DescriptorAttributionOutput",
     "GlobalDescriptorAttribution",
     "InterFaceGANEdit",
     "interfacegan_step",
     "CounterfactualOutput",
+    "DiffusionPixelCounterfactual",
+    "PixelCounterfactualOutput",
     "LatentCounterfactualAttack",
     "GlobalCounterfactualDirections",
     "GlobalityResult",

@@ -162,10 +162,10 @@ RECIPES: dict[str, Recipe] = {
 
 def _all_recipes() -> dict[str, Recipe]:
     """Recipes of this file plus those of the other recipe modules (one per family of models)."""
-    from captum_cfx.zoo import recipes_diffusion, recipes_gan, recipes_worlds
+    from captum_cfx.zoo import recipes_causal, recipes_diffusion, recipes_gan, recipes_regression, recipes_worlds
 
     out = dict(RECIPES)
-    for mod in (recipes_worlds, recipes_gan, recipes_diffusion):
+    for mod in (recipes_worlds, recipes_gan, recipes_diffusion, recipes_causal, recipes_regression):
         out.update(mod.RECIPES)
     return out
 
