@@ -148,9 +148,6 @@ def plot_sufficiency_necessity(results: Mapping[str, SufficiencyNecessityOutput]
     Returns:
         a matplotlib ``Figure``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -550,9 +547,6 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
         Returns:
             a matplotlib ``Figure``.
         """
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
         if not isinstance(result, SufficiencyNecessityOutput):
