@@ -764,9 +764,6 @@ def _reference(task: Task) -> dict[str, Any]:
 
 
 def _figure(task: Task, shown: dict[str, tuple[Tensor, Tensor, Tensor]], out: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     x = task.images[:SHOW].cpu()
