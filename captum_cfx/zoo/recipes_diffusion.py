@@ -105,17 +105,17 @@ def _wrap(model: nn.Module, steps: int = 10):
     return cls.from_weights(model, num_inference_steps=steps, input_range=(0.0, 1.0)).eval()
 
 
-def _eval_mnist_diffae(model: nn.Module, n: int = 1000) -> dict:
+def _eval_mnist_diffae(model: nn.Module, n: int = 1000, steps: int = 20) -> dict:
     from captum_cfx.zoo import load_pretrained
 
     x, y = load_mnist("test")
     x, y = x[:n], y[:n]
-    gen = _wrap(model)
+    gen = _wrap(model, steps)
     with torch.no_grad():
         rec = torch.cat([gen.decode(gen.encode(x[i : i + 250])) for i in range(0, n, 250)])
     clf = load_pretrained("mnist-classifier")
     return {"classifier_accuracy_on_reconstructions": round(accuracy(clf, rec, y), 4),
-            "reconstruction_mse": round(float(F.mse_loss(rec, x)), 5), "eval_images": n, "ddim_steps": 10}
+            "reconstruction_mse": round(float(F.mse_loss(rec, x)), 5), "eval_images": n, "ddim_steps": steps}
 
 
 def _squares_recon_metrics(x: Tensor, rec: Tensor, y: Tensor) -> dict:
@@ -154,7 +154,7 @@ RECIPES: dict[str, Recipe] = {
          "scheduler": _SCHEDULE},
         seed=50, epochs=4000, train=train_diffusion, evaluate=_eval_mnist_diffae,
         targets={"classifier_accuracy_on_reconstructions": 0.95},
-        generator={"wrapper": "DiffusionAutoencoder.from_weights", "num_inference_steps": 10,
+        generator={"wrapper": "DiffusionAutoencoder.from_weights", "num_inference_steps": 20,
                    "input_range": [0.0, 1.0]},
     ),
     "squares-ddpm": Recipe(
