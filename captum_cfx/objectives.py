@@ -205,23 +205,50 @@ class ProbabilityThreshold(Objective):
 class RegressionTarget(Objective):
     """Regressors: reach ``|r(x') - y~| <= tolerance`` with an MSE loss (Ha & Bender 2025).
 
-    ``target`` is the per-sample target value ``y~`` (a float, a list or a tensor). With
-    ``mode="relative"`` it is a change added to the original prediction; with ``mode="mirror"`` the
-    goal is ``y + 0.5`` if ``y < 0.5`` else ``y - 0.5`` (the seed's experiment, on ``[0, 1]``
-    targets) and ``target`` is ignored.
+    Targets as users think of them:
+
+    - ``mode="absolute"``: ``target`` is the value ``y~`` to reach (a number, a list or a tensor, one
+      value per example or one for all);
+    - ``mode="relative"``: ``target`` is a change added to the original prediction (``+0.3``);
+    - ``mode="mirror"``: the seed's experiment; ``target`` is ignored and the goal is the prediction
+      moved by half the known range towards the other half, ``y + 0.5`` if ``y < 0.5`` else ``y - 0.5``
+      on ``value_range = (0, 1)`` (in general ``y +/- (hi - lo) / 2`` around the midpoint).
+
+    Non-finite targets raise a ``ValueError``; goals outside ``value_range`` (the regressor's known
+    output range) warn, since the model was never trained to produce them.
 
     Args:
         tolerance: success radius ``tau`` (0.05 on targets scaled to ``[0, 1]``).
         mode: ``"absolute"``, ``"relative"`` or ``"mirror"``.
-        value_range: the regressor's known output range; goals outside it warn.
+        value_range: the regressor's known output range ``(lo, hi)``, or ``None`` (no range check;
+            ``"mirror"`` then mirrors around 0.5 by 0.5).
+
+    Shape:
+        - outputs: ``(N,)`` or ``(N, 1)``; target: a number, or ``N`` values; goal: ``(N,)``.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_cfx import RegressionTarget
+        >>> RegressionTarget(mode="mirror").prepare(torch.tensor([0.2, 0.9]), None)
+        tensor([0.7000, 0.4000])
+        >>> RegressionTarget(mode="relative").prepare(torch.tensor([0.2, 0.5]), 0.3)
+        tensor([0.5000, 0.8000])
     """
 
     def __init__(self, tolerance: float = 0.05, mode: str = "absolute",
                  value_range: tuple[float, float] | None = (0.0, 1.0)) -> None:
-        if not tolerance > 0:
-            raise ValueError(f"`tolerance` must be > 0; got {tolerance}")
+        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance > 0:
+            raise ValueError(f"`tolerance` must be a number > 0; got {tolerance!r}")
         if mode not in ("absolute", "relative", "mirror"):
             raise ValueError(f"`mode` must be 'absolute', 'relative' or 'mirror'; got {mode!r}")
+        if value_range is not None:
+            ok = (isinstance(value_range, (tuple, list)) and len(value_range) == 2
+                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value_range)
+                  and float(value_range[0]) < float(value_range[1]))
+            if not ok:
+                raise ValueError(f"`value_range` must be (lo, hi) with lo < hi, or None; got {value_range!r}")
+            value_range = (float(value_range[0]), float(value_range[1]))
         self.tolerance, self.mode, self.value_range = float(tolerance), mode, value_range
         self.needs_target = mode != "mirror"
 
@@ -233,34 +260,55 @@ class RegressionTarget(Objective):
             raise ValueError(f"a regressor's output must be (N,) or (N, 1); got {tuple(outputs.shape)}")
         return outputs
 
+    def _parse(self, target: Any, y: Tensor) -> Tensor:
+        what = "change" if self.mode == "relative" else "value"
+        if target is None:
+            raise ValueError(f"`target` is required: the target {what} per example (mode={self.mode!r})")
+        if isinstance(target, bool) or (isinstance(target, (list, tuple)) and any(isinstance(v, bool) for v in target)):
+            raise TypeError(f"`target` must hold numbers (target {what}s); got bool")
+        if isinstance(target, (list, tuple)):
+            if not all(isinstance(v, (int, float)) for v in target):
+                raise TypeError(f"`target` as a list must hold numbers; got {[type(v).__name__ for v in target][:5]}")
+            target = torch.tensor([float(v) for v in target], dtype=y.dtype, device=y.device)
+        if isinstance(target, (int, float)):
+            t = torch.full_like(y, float(target))
+        elif isinstance(target, Tensor):
+            if target.dtype == torch.bool or target.is_complex():
+                raise TypeError(f"`target` must be a real-valued tensor; got dtype {target.dtype}")
+            t = target.to(device=y.device, dtype=y.dtype).reshape(-1)
+            if t.numel() == 1:
+                t = t.expand_as(y)
+        else:
+            raise TypeError(f"`target` must be a number, a list or a tensor of target {what}s; "
+                            f"got {type(target).__name__}")
+        if t.shape != y.shape:
+            raise ValueError(f"`target` must have one value per example ({y.shape[0]}) or one for all; "
+                             f"got {t.numel()}")
+        if not torch.isfinite(t).all():
+            bad = (~torch.isfinite(t)).nonzero().flatten().tolist()
+            raise ValueError(f"`target` contains NaN or Inf values (examples {bad[:10]}); "
+                             f"expected finite target {what}s")
+        return t
+
     def prepare(self, outputs: Tensor, target: Any) -> Tensor:
         y = self._values(outputs).detach()
+        if not torch.isfinite(y).all():
+            raise ValueError("the regressor's output on the inputs contains NaN or Inf values; "
+                             "expected finite predictions")
         if self.mode == "mirror":
-            goal = torch.where(y < 0.5, y + 0.5, y - 0.5)
+            lo, hi = self.value_range if self.value_range is not None else (0.0, 1.0)
+            half = (hi - lo) / 2
+            goal = torch.where(y < lo + half, y + half, y - half)
         else:
-            if target is None:
-                raise ValueError("`target` is required: the target value (or change) per example")
-            if isinstance(target, (list, tuple)):
-                target = torch.tensor(target, dtype=y.dtype, device=y.device)
-            if isinstance(target, (int, float)) and not isinstance(target, bool):
-                t = torch.full_like(y, float(target))
-            elif isinstance(target, Tensor):
-                t = target.to(device=y.device, dtype=y.dtype).reshape(-1)
-                if t.numel() == 1:
-                    t = t.expand_as(y)
-            else:
-                raise TypeError(f"`target` must be a number, a list or a tensor of target values; "
-                                f"got {type(target).__name__}")
-            if t.shape != y.shape:
-                raise ValueError(f"`target` must have one value per example ({y.shape[0]}); got {t.shape[0]}")
-            if not torch.isfinite(t).all():
-                raise ValueError("`target` contains NaN or Inf values")
+            t = self._parse(target, y)
             goal = y + t if self.mode == "relative" else t.clone()
         if self.value_range is not None and goal.numel():
             lo, hi = self.value_range
             if float(goal.min()) < lo or float(goal.max()) > hi:
-                warnings.warn(f"target values [{float(goal.min()):.3g}, {float(goal.max()):.3g}] lie outside "
-                              f"the regressor's known range [{lo}, {hi}]", stacklevel=3)
+                n_out = int(((goal < lo) | (goal > hi)).sum())
+                warnings.warn(f"`target`: {n_out} goal value(s) in [{float(goal.min()):.3g}, {float(goal.max()):.3g}] "
+                              f"lie outside the regressor's known range [{lo:g}, {hi:g}] (`value_range`); "
+                              "the model was not trained to output them", UserWarning, stacklevel=3)
         return goal
 
     def loss(self, outputs: Tensor, goal: Tensor) -> Tensor:

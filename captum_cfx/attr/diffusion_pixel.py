@@ -6,7 +6,8 @@ steps. Gradients of the objective flow back through ``F`` (gradient-checkpointed
 in the number of steps) to the pixels, which take sign-gradient steps; the filter removes the
 high-frequency adversarial noise an attack on the bare model would find. Then:
 
-1. **mask**: ``m = dilate(max_c |x - x_adv| > threshold)``, the region the attack changed;
+1. **mask**: ``m = dilate(max_c |x - F(x_adv)| > threshold)``, the region the attack changed (ACE's
+   pre-explanation ``F(x_adv)``; ``mask_from="adversarial"`` uses ``|x - x_adv|``);
 2. **inpainting** (RePaint, Lugmayr et al. 2022): noise ``where(m, x_adv, x)`` to ``tau`` and denoise,
    replacing the known region (outside ``m``) at every step by the original noised to that step's level;
 3. **composite**: ``x_cf = where(m, inpainted, x)``, so every pixel outside the mask is *bit-identical*
@@ -18,14 +19,19 @@ With a classification objective it is ACE itself.
 
 How this implementation differs from the reference code (one image at a time):
 
-- **Batched with compaction**: each sample stops at the first step where the model's output on the
-  filtered image meets the objective, and leaves the batch.
+- **Batched with compaction**: each sample stops at its first successful step and leaves the batch.
+- **Success judged on the returned image** (``stop_on="counterfactual"``): every step also masks and
+  inpaints (forward passes only) and a sample stops when the model accepts the *inpainted* image, so
+  the inpainting cannot undo a success. ``stop_on="filtered"`` stops on ``F(x_adv)`` and inpaints once
+  at the end, as ACE does.
 - **Fixed filter noise** by default (``noise="fixed"``): one Gaussian draw per sample serves every
-  filter pass and the inpainting, so the attack optimises a deterministic function and, where the mask
-  covers the whole change, the inpainted image is the one the model accepted. ``noise="fresh"``
+  filter pass and the inpainting, so the attack optimises a deterministic function. ``noise="fresh"``
   draws new noise for every step, as ACE does.
 - **DDIM steps** (``eta = 0``) for the filter and for the inpainting, whose known region follows the
   same noise draw (RePaint's resampling jumps are not used).
+- **Step rule**: ``"sign"`` (the reference) moves every pixel with a non-zero gradient by the same
+  amount, so a large change of a regression target spreads over the whole image; ``"scaled"`` divides
+  each sample's gradient by its largest entry, so pixels move in proportion to the model's sensitivity.
 """
 
 from __future__ import annotations
@@ -54,8 +60,9 @@ from captum_cfx.objectives import LogitMargin, Objective, get_objective
 __all__ = ["DiffusionPixelCounterfactual", "PixelCounterfactualOutput"]
 
 #: The reference settings (DESIGN §1.4, after ACE / AC-RE), for images in ``[0, 1]``.
-DEFAULTS: dict[str, Any] = {"step_size": 1 / 255, "max_steps": 200, "noise_level": 0.2, "filter_steps": 5,
-                            "mask_threshold": 0.1, "dilation": 3, "noise": "fixed", "inpaint_trials": 1}
+DEFAULTS: dict[str, Any] = {"step_size": 1 / 255, "step_rule": "sign", "max_steps": 200, "noise_level": 0.2,
+                            "filter_steps": 5, "mask_threshold": 0.1, "dilation": 3, "mask_from": "filtered",
+                            "noise": "fixed", "stop_on": "counterfactual", "inpaint_trials": 1}
 
 
 @dataclass
@@ -197,12 +204,15 @@ class DiffusionPixelCounterfactual(GradientAttribution, Perturbation):
         objective: Objective | str | None = None,
         margin: float = 0.0,
         step_size: float = DEFAULTS["step_size"],
+        step_rule: str = DEFAULTS["step_rule"],
         max_steps: int = DEFAULTS["max_steps"],
         noise_level: float = DEFAULTS["noise_level"],
         filter_steps: int = DEFAULTS["filter_steps"],
         mask_threshold: float = DEFAULTS["mask_threshold"],
         dilation: int = DEFAULTS["dilation"],
+        mask_from: str = DEFAULTS["mask_from"],
         noise: str = DEFAULTS["noise"],
+        stop_on: str = DEFAULTS["stop_on"],
         inpaint_trials: int = DEFAULTS["inpaint_trials"],
         internal_batch_size: int | None = None,
         generator: torch.Generator | None = None,
@@ -220,14 +230,25 @@ class DiffusionPixelCounterfactual(GradientAttribution, Perturbation):
                 ``LogitMargin(margin)``, i.e. the target class becomes the prediction (ACE's criterion).
             margin: margin of the default objective; ignored when ``objective`` is given.
             step_size: size of each sign-gradient step, in the input's units (``1/255`` for ``[0, 1]``).
+            step_rule: ``"sign"`` (the reference): every pixel moves by ``step_size`` against the sign
+                of its gradient; ``"scaled"``: each sample's gradient divided by its largest absolute
+                entry, so the most sensitive pixel moves by ``step_size`` and the others in proportion
+                (the change concentrates where the model looks; see the docs for when it matters).
             max_steps: attack steps per sample (int ``>= 0``).
             noise_level: the filter's noise level ``tau`` as a fraction of the diffusion, in ``(0, 1]``
                 (0.2 = timestep 200 of 1,000).
             filter_steps: DDIM steps from ``tau`` back to a clean image (filter and inpainting).
             mask_threshold: a pixel is changed when ``max_c |x - x_adv|`` exceeds this (input units).
             dilation: side of the square dilating the mask (odd int; 1 = no dilation).
+            mask_from: ``"filtered"`` (default, ACE's pre-explanation): the mask thresholds
+                ``|x - F(x_adv)|``, where the filter has removed the attack's spread-out sign noise;
+                ``"adversarial"`` thresholds ``|x - x_adv|`` (every pixel a sign step moved counts).
             noise: ``"fixed"`` (one draw per sample for every filter pass and the inpainting) or
                 ``"fresh"`` (a new draw per step, as in ACE).
+            stop_on: what a sample's stop is judged on: ``"counterfactual"`` (default) masks and inpaints
+                at every step (forward only) and stops when the model accepts the *final* image, so the
+                inpainting never loses a success; ``"filtered"`` stops on ``F(x_adv)`` and inpaints once
+                at the end (ACE's order; the model may reject the inpainted image).
             inpaint_trials: inpaint up to this many times with new noise while the model rejects the
                 result (1 = the reference's single inpainting); the first accepted (or the last) is kept.
             internal_batch_size: process the inputs in chunks of this size.
@@ -252,6 +273,12 @@ class DiffusionPixelCounterfactual(GradientAttribution, Perturbation):
             raise ValueError(f"`noise_level` must be a number in (0, 1]; got {noise_level!r}")
         if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1 or dilation % 2 == 0:
             raise ValueError(f"`dilation` must be an odd positive int; got {dilation!r}")
+        if step_rule not in ("sign", "scaled"):
+            raise ValueError(f"`step_rule` must be 'sign' or 'scaled'; got {step_rule!r}")
+        if mask_from not in ("filtered", "adversarial"):
+            raise ValueError(f"`mask_from` must be 'filtered' or 'adversarial'; got {mask_from!r}")
+        if stop_on not in ("counterfactual", "filtered"):
+            raise ValueError(f"`stop_on` must be 'counterfactual' or 'filtered'; got {stop_on!r}")
         if noise not in ("fixed", "fresh"):
             raise ValueError(f"`noise` must be 'fixed' or 'fresh'; got {noise!r}")
         if internal_batch_size is not None:
@@ -261,8 +288,9 @@ class DiffusionPixelCounterfactual(GradientAttribution, Perturbation):
         base = self.generator.sampler
         sampler = DDIMSampler(base.unet, base.scheduler, filter_steps, float(noise_level), base.checkpoint,
                               base.autocast)
-        settings = {"step_size": float(step_size), "max_steps": max_steps, "mask_threshold": float(mask_threshold),
-                    "dilation": dilation, "noise": noise, "inpaint_trials": inpaint_trials}
+        settings = {"step_size": float(step_size), "step_rule": step_rule, "max_steps": max_steps,
+                    "mask_threshold": float(mask_threshold), "dilation": dilation, "mask_from": mask_from,
+                    "noise": noise, "stop_on": stop_on, "inpaint_trials": inpaint_trials}
         n = x.shape[0]
         tgt = target
         if isinstance(tgt, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in tgt):
@@ -304,6 +332,12 @@ class DiffusionPixelCounterfactual(GradientAttribution, Perturbation):
                 cur = torch.where(mask, cur, self._noised(sampler, x, eps, t_next))
         return torch.where(mask, _from_model(cur, self.generator.input_range), x)
 
+    @staticmethod
+    def _mask(x: Tensor, filtered: Tensor, adv: Tensor, s: dict[str, Any]) -> Tensor:
+        """``dilate(max_c |x - pre| > threshold)`` with ``pre = F(x_adv)`` or ``x_adv``: ``(N, 1, H, W)`` bool."""
+        pre = filtered if s["mask_from"] == "filtered" else adv
+        return dilate((x - pre).abs().amax(1, keepdim=True) > s["mask_threshold"], s["dilation"])
+
     # ------------------------------------------------------------------ the search
     def _model(self, x: Tensor, others: tuple[Tensor, ...], extra: tuple[Any, ...]) -> Tensor:
         return call_model(self.forward_func, x, others, extra)
@@ -324,14 +358,18 @@ class DiffusionPixelCounterfactual(GradientAttribution, Perturbation):
 
         eps_all = draw(n)
         adv = x.detach().clone()
-        final_adv, final_filt = adv.clone(), adv.clone()
+        final_adv, final_filt, final_cf = adv.clone(), adv.clone(), adv.clone()
+        final_mask = torch.zeros((n, 1, *x.shape[2:]), dtype=torch.bool, device=x.device)
+        final_pred = torch.zeros_like(src_pred)
+        judged_ok = torch.zeros(n, dtype=torch.bool, device=x.device)
+        on_cf = s["stop_on"] == "counterfactual"
         attack_ok = torch.zeros(n, dtype=torch.bool, device=x.device)
         nonfinite = torch.zeros(n, dtype=torch.bool, device=x.device)
         n_steps = torch.zeros(n, dtype=torch.long, device=x.device)
         sizes: list[tuple[int, bool]] = []
 
         active = torch.arange(n, device=x.device)
-        cur_goal, cur_eps, cur_others, cur_extra = goal, eps_all, others, extra
+        cur_x, cur_goal, cur_eps, cur_others, cur_extra = x, goal, eps_all, others, extra
         bar = tqdm(total=s["max_steps"], disable=not progress, desc="pixel counterfactual", leave=False)
         t = 0
         while active.numel() > 0:
@@ -346,8 +384,17 @@ class DiffusionPixelCounterfactual(GradientAttribution, Perturbation):
                 raise TypeError("`forward_func` is not differentiable: its output does not depend on the image "
                                 "through autograd (no_grad, detach or numpy inside?)")
             out_d = out.detach()
-            done = obj.done(out_d, cur_goal)
+            filt_ok = obj.done(out_d, cur_goal)
             finite = torch.isfinite(out_d.reshape(out_d.shape[0], -1)).all(1)
+            if on_cf:  # judge the image that would be returned: mask, inpaint, ask the model
+                with torch.no_grad():
+                    m = self._mask(cur_x, filt.detach(), adv, s)
+                    cf_now = self._inpaint(sampler, cur_x, adv, m, eps)
+                    out_cf = self._model(cf_now, cur_others, cur_extra).detach()
+                done = obj.done(out_cf, cur_goal)
+                finite = finite & torch.isfinite(out_cf.reshape(out_cf.shape[0], -1)).all(1)
+            else:
+                done = filt_ok
             stop = done | ~finite
             grad = None
             if not last:
@@ -363,31 +410,40 @@ class DiffusionPixelCounterfactual(GradientAttribution, Perturbation):
                 idx = active[stop]
                 final_adv[idx] = adv[stop]
                 final_filt[idx] = filt.detach()[stop]
-                attack_ok[idx] = done[stop] & finite[stop]
+                attack_ok[idx] = filt_ok[stop] & finite[stop]
+                judged_ok[idx] = done[stop] & finite[stop]
+                if on_cf:
+                    final_cf[idx], final_mask[idx], final_pred[idx] = cf_now[stop], m[stop], out_cf[stop]
                 nonfinite[idx] = ~finite[stop]
                 n_steps[idx] = t
                 keep = ~stop
                 active = active[keep]
                 if active.numel() == 0:
                     break
-                adv, cur_eps, cur_goal = adv[keep], cur_eps[keep], cur_goal[keep]
+                adv, cur_x, cur_eps, cur_goal = adv[keep], cur_x[keep], cur_eps[keep], cur_goal[keep]
                 cur_others = tuple(o[keep] for o in cur_others)
                 cur_extra = index_args(cur_extra, keep.numel(), keep)
                 grad = grad[keep] if grad is not None else None
             t += 1
             with torch.no_grad():
-                adv = (adv - s["step_size"] * grad.sign()).clamp(lo, hi)  # type: ignore[union-attr]
+                if s["step_rule"] == "sign":
+                    d = grad.sign()  # type: ignore[union-attr]
+                else:
+                    d = grad / grad.flatten(1).abs().amax(1).clamp_min(1e-30).view(-1, *[1] * (grad.dim() - 1))
+                adv = (adv - s["step_size"] * d).clamp(lo, hi)
             bar.update(1)
             bar.set_postfix(active=int(active.numel()), refresh=False)
         bar.close()
 
         # mask, inpainting, composite (outside the mask: the input, bit for bit)
         with torch.no_grad():
-            diff = (x - final_adv).abs().amax(1, keepdim=True)
-            mask = dilate(diff > s["mask_threshold"], s["dilation"])
-            cf = self._inpaint(sampler, x, final_adv, mask, eps_all)
-            pred = self._model(cf, others, extra)
-            success = obj.done(pred, goal) & ~nonfinite
+            if on_cf:
+                mask, cf, pred, success = final_mask, final_cf, final_pred, judged_ok
+            else:
+                mask = self._mask(x, final_filt, final_adv, s)
+                cf = self._inpaint(sampler, x, final_adv, mask, eps_all)
+                pred = self._model(cf, others, extra)
+                success = obj.done(pred, goal) & ~nonfinite
             for _ in range(s["inpaint_trials"] - 1):
                 redo = ~success & ~nonfinite & mask.flatten(1).any(1)
                 if not redo.any():
