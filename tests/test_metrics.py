@@ -210,8 +210,9 @@ def test_bad_inputs(call, exc, match):
 # ---------------------------------------------------------------------------------------------- compare
 def test_compare_tiny_run_writes_tables_and_figures(tmp_path, capsys):
     out = tmp_path / "cmp"
+    fast = "latent attack (VAE),InterFaceGAN (VAE),GCD transfer (VAE),captum PGD (pixels)"  # slow rows: seconds/CF
     code = main(["compare", "--n", "4", "--datasets", "world,squares", "--no-attributions", "--out", str(out),
-                 "--no-progress"])
+                 "--methods", fast, "--no-progress"])
     assert code == 0
     res = json.loads((out / "compare.json").read_text())
     assert set(res["tasks"]) == {"world (spurious smile)", "world (decorrelated smile)", "squares"}
