@@ -20,6 +20,36 @@ import time
 from pathlib import Path
 
 
+def _descendants(pid: int) -> list[int]:
+    """PIDs of every live descendant of ``pid`` (read from /proc). torchrun starts its workers in sessions of
+    their own, so killing torchrun's process group leaves them running, blocked on their dead peers."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _kill_tree(p: subprocess.Popen) -> None:
+    """SIGKILL ``p``'s process group and every descendant, as a machine failure would."""
+    pids = _descendants(p.pid)
+    os.killpg(p.pid, signal.SIGKILL)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    p.wait()
+
+
 def _cmd(nproc: int, port: int, out: Path, a: argparse.Namespace, resume: bool) -> list[str]:
     cli = [sys.executable, "-m", "captum_cfx.cli", "explain", "--data", a.data, "--limit", str(a.n),
            "--shard-size", str(a.shard_size), "--max-steps", str(a.max_steps), "--out", str(out), "--no-progress"]
@@ -54,8 +84,7 @@ def run(a: argparse.Namespace) -> dict:
             p.wait(timeout=delay)
             kills.append({"attempt": i, "delay": delay, "killed": False, "returncode": p.returncode})
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+            _kill_tree(p)
             done = len(list(out.glob("shard_*.json"))) if out.exists() else 0
             kills.append({"attempt": i, "delay": delay, "killed": True, "shards_done_at_kill": done})
     port += 1
