@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from captum_cfx._utils import as_tuple, call_model, check_same_device, eval_mode, index_args
 from captum_cfx._validation import check_positive, format_inputs
-from captum_cfx.attr._common import check_model_and_generator
+from captum_cfx.attr._common import check_model_and_generator, generate_on, like_inputs
 from captum_cfx.attr.output import CounterfactualOutput
 from captum_cfx.generators.base import Latent
 from captum_cfx.generators.ddim import DDIMGenerator, DDIMSampler, _from_model, _to_model
@@ -175,13 +175,8 @@ class DiffusionPixelCounterfactual(GradientAttribution, Perturbation):
         Returns:
             A tensor (or tuple) shaped like ``inputs``; extra tuple members get zeros.
         """
-        tup, is_tuple = format_inputs(inputs)
-        with torch.enable_grad():
-            out = self.generate(tup, target=target, additional_forward_args=additional_forward_args, **kwargs)
-        maps = (out.counterfactuals - tup[0]).detach()
-        if not is_tuple:
-            return maps
-        return (maps, *(torch.zeros_like(t) for t in tup[1:]))
+        out, tup, is_tuple = generate_on(self, inputs, target, additional_forward_args, **kwargs)
+        return like_inputs((out.counterfactuals - tup[0]).detach(), tup, is_tuple)
 
     def perturb(
         self,
@@ -191,9 +186,7 @@ class DiffusionPixelCounterfactual(GradientAttribution, Perturbation):
         **kwargs: Any,
     ) -> Tensor | tuple[Tensor, ...]:
         """Counterfactual images shaped like ``inputs`` (the ``captum.robust.Perturbation`` interface)."""
-        tup, is_tuple = format_inputs(inputs)
-        with torch.enable_grad():
-            out = self.generate(tup, target=target, additional_forward_args=additional_forward_args, **kwargs)
+        out, tup, is_tuple = generate_on(self, inputs, target, additional_forward_args, **kwargs)
         return (out.counterfactuals, *tup[1:]) if is_tuple else out.counterfactuals
 
     def generate(

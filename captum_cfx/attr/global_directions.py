@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 from captum_cfx._io import load_safetensors
 from captum_cfx._utils import as_tuple, call_model, check_same_device, eval_mode, index_args
 from captum_cfx._validation import check_positive, format_inputs, parse_target
-from captum_cfx.attr._common import check_model_and_generator
+from captum_cfx.attr._common import check_model_and_generator, like_inputs
 from captum_cfx.generators.base import Latent, LatentGenerator
 
 __all__ = ["GlobalCounterfactualDirections", "GlobalityResult", "OracleFeatureDistance", "TransferOutput"]
@@ -705,8 +705,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         with torch.enable_grad():
             out = self.transfer(tup[0], None if alpha is None else [alpha], direction, target,
                                 additional_forward_args, internal_batch_size)
-        maps = (out.counterfactuals - out.reconstructions).detach()
-        return (maps, *(torch.zeros_like(t) for t in tup[1:])) if is_tuple else maps
+        return like_inputs((out.counterfactuals - out.reconstructions).detach(), tup, is_tuple)
 
     def diversity(self, feature_fn: Callable[[Tensor], Tensor] | None = None, kinds: str = "h",
                   alpha: float | None = None) -> Tensor:

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from captum_cfx._utils import as_tuple, call_model, eval_mode
 from captum_cfx._validation import format_inputs, parse_target
-from captum_cfx.attr._common import check_model_and_generator
+from captum_cfx.attr._common import check_model_and_generator, generate_on, like_inputs
 from captum_cfx.attr.descriptor import _classes
 from captum_cfx.attr.output import CounterfactualOutput
 from captum_cfx.descriptors.probes import LatentProbes, logit
@@ -119,10 +119,8 @@ class InterFaceGANEdit(PerturbationAttribution):
         **kwargs: Any,
     ) -> Tensor | tuple[Tensor, ...]:
         """Pixel map ``edited - reconstruction`` shaped like ``inputs`` (see :meth:`generate` for ``kwargs``)."""
-        tup, is_tuple = format_inputs(inputs)
-        out = self.generate(tup, target=target, additional_forward_args=additional_forward_args, **kwargs)
-        maps = (out.counterfactuals - out.reconstructions).detach()
-        return (maps, *(torch.zeros_like(t) for t in tup[1:])) if is_tuple else maps
+        out, tup, is_tuple = generate_on(self, inputs, target, additional_forward_args, **kwargs)
+        return like_inputs((out.counterfactuals - out.reconstructions).detach(), tup, is_tuple)
 
     def generate(
         self,

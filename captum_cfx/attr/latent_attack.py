@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from captum_cfx._utils import as_tuple, call_model, check_same_device, eval_mode, index_args
 from captum_cfx._validation import check_positive, format_inputs
-from captum_cfx.attr._common import check_model_and_generator
+from captum_cfx.attr._common import check_model_and_generator, generate_on, like_inputs
 from captum_cfx.attr.output import CounterfactualOutput
 from captum_cfx.generators.base import LatentGenerator
 from captum_cfx.objectives import LogitMargin, Objective, get_objective
@@ -111,14 +111,9 @@ class LatentCounterfactualAttack(GradientAttribution, Perturbation):
         """
         if baseline not in ("reconstruction", "input"):
             raise ValueError(f"`baseline` must be 'reconstruction' or 'input'; got {baseline!r}")
-        tup, is_tuple = format_inputs(inputs)
-        with torch.enable_grad():
-            out = self.generate(tup, target=target, additional_forward_args=additional_forward_args, **kwargs)
+        out, tup, is_tuple = generate_on(self, inputs, target, additional_forward_args, **kwargs)
         ref = out.reconstructions if baseline == "reconstruction" else tup[0]
-        maps = (out.counterfactuals - ref).detach()
-        if not is_tuple:
-            return maps
-        return (maps, *(torch.zeros_like(t) for t in tup[1:]))
+        return like_inputs((out.counterfactuals - ref).detach(), tup, is_tuple)
 
     def perturb(
         self,
@@ -128,9 +123,7 @@ class LatentCounterfactualAttack(GradientAttribution, Perturbation):
         **kwargs: Any,
     ) -> Tensor | tuple[Tensor, ...]:
         """Counterfactual images shaped like ``inputs`` (the ``captum.robust.Perturbation`` interface)."""
-        tup, is_tuple = format_inputs(inputs)
-        with torch.enable_grad():
-            out = self.generate(tup, target=target, additional_forward_args=additional_forward_args, **kwargs)
+        out, tup, is_tuple = generate_on(self, inputs, target, additional_forward_args, **kwargs)
         return (out.counterfactuals, *tup[1:]) if is_tuple else out.counterfactuals
 
     def generate(
