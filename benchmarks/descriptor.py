@@ -92,11 +92,12 @@ def world_check(n_cf: int) -> dict | None:
         ok = cfx.success
         deltas = cda.attribute(xt, counterfactuals=cfx)
         deltas_re, t_re = timed(lambda cda=cda, cfx=cfx: cda.attribute(xt, counterfactuals=cfx, reencode=True))
+        # common units for every descriptor: its spread over the fit data (the library's units="spread" on the
+        # probe side, the oracle outputs' spread on the image side), so binary and continuous factors compare
+        spread = cda.attribute(xt, counterfactuals=cfx, units="spread")
+        spread_re = cda.attribute(xt, counterfactuals=cfx, reencode=True, units="spread")
         with torch.no_grad():
             od = torch.sigmoid(oracle(cfx.counterfactuals)) - torch.sigmoid(oracle(cfx.reconstructions))
-            # common units for every descriptor: its spread over the fit data (probe outputs on the probe
-            # side, oracle outputs on the image side), so binary and continuous factors compare
-            probe_spread = cda.probes_.predict(cda.encode(xf)).std(0)
             oracle_spread = torch.sigmoid(oracle(xf)).std(0)
         od_raw = od.clone()
         od = od / cda.probes_.y_std_.float()
@@ -122,9 +123,9 @@ def world_check(n_cf: int) -> dict | None:
                 (deltas * cda.probes_.y_std_.float()).abs().argmax(1)
                 == (od * cda.probes_.y_std_.float()).abs().argmax(1))[ok].float().mean()),
             "top_match_reencoded": float((deltas_re.abs().argmax(1) == top_o)[ok].float().mean()),
-            "top_match_reencoded_spread_units": float(((deltas_re / probe_spread).abs().argmax(1)
+            "top_match_reencoded_spread_units": float((spread_re.abs().argmax(1)
                                                        == (od_raw / oracle_spread).abs().argmax(1))[ok].float().mean()),
-            "top_match_spread_units": float(((deltas / probe_spread).abs().argmax(1)
+            "top_match_spread_units": float((spread.abs().argmax(1)
                                              == (od_raw / oracle_spread).abs().argmax(1))[ok].float().mean()),
             "reencode_seconds_per_1000": t_re * 1000 / len(xt),
             "sign_agreement_top_quartile_reencoded": sign_agreement(deltas_re, od, 0.75, mask=ok).value,

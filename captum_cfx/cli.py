@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run every shipped counterfactual and attribution method on the same images and "
                                    "targets (embedded MNIST, the attribute world, squares), score them with "
                                    "captum_cfx.metrics and write compare.md, compare.json and figure grids.")
-    c.add_argument("--quick", action="store_true", help="100 images per data set, slow methods skipped")
+    c.add_argument("--quick", action="store_true", help="100 images per data set (slow methods: the first 8 of them)")
     c.add_argument("--n", type=int, default=None, help="images per data set (default 1000, or 100 with --quick)")
     c.add_argument("--datasets", default="mnist,world,squares", help="comma-separated subset of mnist,world,squares")
     c.add_argument("--methods", default=None,

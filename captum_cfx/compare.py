@@ -5,7 +5,7 @@ independent oracle, a feature network for realism, the data set's reference gene
 registered method that applies and whose models are shipped, scores every result with the same
 :mod:`captum_cfx.metrics`, and writes ``compare.json``, ``compare.md`` and one figure grid per task.
 
-Tasks (fixed seeds; ``--quick`` = 100 images per data set):
+Tasks (fixed seeds; ``--quick`` = 100 images per data set, 8 for slow methods):
 
 - ``mnist``: class-interleaved embedded MNIST test digits; ``mnist-classifier``; target = label + 1 (mod 10);
   oracle ``mnist-oracle``; generator ``mnist-vae``. One target per digit keeps the binary questions that
@@ -45,10 +45,10 @@ and a pixel-space diffusion method (ACE-style) that returns images only::
         cf, seconds = timed(lambda: method(task.images, task.goals))
         return CFResult(cf, seconds)      # start=None: changes are read against the inputs
 
-``slow=True`` methods are skipped by ``--quick`` (and listed as skipped). Registration order is table
-order. Attribution methods register the same way with :func:`register_attribution`: a builder
-``Task -> attribute(inputs, target) -> attributions``; they are scored with ``captum.metrics.infidelity``
-and ``captum.metrics.sensitivity_max``.
+``slow=True`` methods run on only the first ``QUICK_SLOW_N`` (8) images of each task under ``--quick``
+(the table's ``n`` column says so). Registration order is table order. Attribution methods register the
+same way with :func:`register_attribution`: a builder ``Task -> attribute(inputs, target) -> attributions``;
+they are scored with ``captum.metrics.infidelity`` and ``captum.metrics.sensitivity_max``.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,6 +84,9 @@ __all__ = [
 
 DATASETS = ("mnist", "world", "squares")
 QUICK_N = 100
+#: ``--quick`` runs ``slow`` methods on this many of each task's images (the first ones: MNIST is
+#: class-interleaved, so they cover every class); their rows say so in the ``n`` column
+QUICK_SLOW_N = 8
 DEFAULT_N = 1000
 #: seeds of the drawn data (worlds) and of every stochastic step; fixed so that runs are comparable
 SEEDS = {"world": 20_001, "world_fit": 20_002, "squares": 20_003, "metrics": 0}
@@ -169,6 +172,15 @@ class Task:
         """A fresh seeded ``torch.Generator`` on the images' device."""
         return torch.Generator(device=self.images.device).manual_seed(self.seed + offset)
 
+    def subset(self, n: int) -> Task:
+        """The same task on its first ``n`` images (fit data, models and truth unchanged; a fresh cache)."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"`n` must be a positive int; got {n!r}")
+        if n >= len(self.images):
+            return self
+        return replace(self, images=self.images[:n], sources=self.sources[:n], goals=self.goals[:n],
+                       factors=self.factors[:n] if self.factors is not None else None, cache={})
+
 
 @dataclass
 class CFResult:
@@ -203,7 +215,7 @@ class Method:
     name: str
     run: Callable[[Task], CFResult | None]
     families: tuple[str, ...]
-    requires: tuple[str, ...] = ()
+    requires: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     slow: bool = False
 
 
@@ -214,12 +226,28 @@ class AttributionMethod:
     name: str
     build: Callable[[Task], Callable[..., Tensor] | None]
     families: tuple[str, ...]
-    requires: tuple[str, ...] = ()
+    requires: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     slow: bool = False
 
 
 METHODS: list[Method] = []
 ATTRIBUTIONS: list[AttributionMethod] = []
+
+
+Requires = Sequence[str] | Mapping[str, Sequence[str]]
+
+
+def _requires_by_family(requires: Requires, families: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """``requires`` as ``{family: zoo models}``: one list for every family, or a mapping per family."""
+    if isinstance(requires, str):
+        raise TypeError(f"`requires` must be a sequence of zoo model names or a mapping family -> names; "
+                        f"got the str {requires!r}")
+    if isinstance(requires, Mapping):
+        bad = [f for f in requires if f not in families]
+        if bad:
+            raise ValueError(f"`requires` names families the method does not register for: {bad!r}")
+        return {f: tuple(requires.get(f, ())) for f in families}
+    return {f: tuple(requires) for f in families}
 
 
 def _check_registration(name: str, families: Sequence[str], registry: Sequence[Any]) -> tuple[str, ...]:
@@ -234,32 +262,35 @@ def _check_registration(name: str, families: Sequence[str], registry: Sequence[A
     return fams
 
 
-def register(name: str, families: Sequence[str], requires: Sequence[str] = (), slow: bool = False
+def register(name: str, families: Sequence[str], requires: Requires = (), slow: bool = False
              ) -> Callable[[Callable[[Task], CFResult | None]], Callable[[Task], CFResult | None]]:
     """Register a counterfactual adapter ``Task -> CFResult | None`` (a decorator).
 
     Args:
         name: the row name.
         families: data set families it runs on (``"mnist"``, ``"world"``, ``"squares"``).
-        requires: zoo model names it needs; the row is absent when one is not shipped.
-        slow: skipped by ``--quick``.
+        requires: zoo model names it needs, for every family or as a mapping ``{family: names}``; the row
+            is absent when one is not shipped (and listed under "not run" with the missing names).
+        slow: ``--quick`` runs it on only the first :data:`QUICK_SLOW_N` images of each task.
     """
     fams = _check_registration(name, families, METHODS)
+    req = _requires_by_family(requires, fams)
 
     def deco(fn: Callable[[Task], CFResult | None]) -> Callable[[Task], CFResult | None]:
-        METHODS.append(Method(name, fn, fams, tuple(requires), slow))
+        METHODS.append(Method(name, fn, fams, req, slow))
         return fn
 
     return deco
 
 
-def register_attribution(name: str, families: Sequence[str], requires: Sequence[str] = (), slow: bool = False
+def register_attribution(name: str, families: Sequence[str], requires: Requires = (), slow: bool = False
                          ) -> Callable[[Callable[[Task], Any]], Callable[[Task], Any]]:
     """Register an attribution builder ``Task -> attribute(inputs, target=...) | None`` (a decorator)."""
     fams = _check_registration(name, families, ATTRIBUTIONS)
+    req = _requires_by_family(requires, fams)
 
     def deco(fn: Callable[[Task], Any]) -> Callable[[Task], Any]:
-        ATTRIBUTIONS.append(AttributionMethod(name, fn, fams, tuple(requires), slow))
+        ATTRIBUTIONS.append(AttributionMethod(name, fn, fams, req, slow))
         return fn
 
     return deco
@@ -356,9 +387,10 @@ def _gcd_transfer(task: Task) -> CFResult | None:
 
 
 _DIFFAE = {"mnist": "mnist-diffae", "squares": "squares-diffae"}
+_DIFFAE_REQUIRES = {f: (m,) for f, m in _DIFFAE.items()}
 
 
-@register("latent attack (DiffAE)", families=("mnist", "squares"), slow=True)
+@register("latent attack (DiffAE)", families=("mnist", "squares"), requires=_DIFFAE_REQUIRES, slow=True)
 def _latent_attack_diffae(task: Task) -> CFResult | None:
     """The unchanged latent attack in a shipped diffusion autoencoder's ``z_sem`` (Diff-AE-RE style), with
     10 DDIM steps inside the attack. Adam's step is ``z_sem``'s measured spread (the VAE's 0.3 is in units
@@ -605,8 +637,8 @@ def score_counterfactuals(task: Task, res: CFResult) -> tuple[dict[str, Any], Te
         "l2_pixels": proximity(cf, x, p=2).value,
         "l2_latent": latent_proximity(task.generator, x, cf).value if task.generator is not None else None,
         "sparsity": sparsity(cf, x).value,
-        "fid": fid(x, cf, task.features).value,
-        "sfid": sfid(x, cf, task.features, generator=g).value,
+        "fid": fid(x, cf, task.features).value if len(x) >= 2 else None,
+        "sfid": sfid(x, cf, task.features, generator=g).value if len(x) >= 4 else None,
         "manifold_distance": manifold_distance(task.generator, cf).value if task.generator is not None else None,
         "cout": None if task.regression else cout(task.model, x, cf, task.sources, task.goals).value,
         "seconds_per_cf": seconds_per_counterfactual(res.seconds, len(x)),
@@ -630,6 +662,7 @@ def score_ground_truth(task: Task, res: CFResult, valid: Tensor) -> dict[str, An
     rates_valid = {n: float(ch.changed[valid, ch.index(n)].float().mean()) if bool(valid.any()) else None
                    for n in ch.names}
     row: dict[str, Any] = {
+        "n": len(valid),
         "validity": float(valid.float().mean()),
         "right_factor": right,
         "right_factor_rate": right_factor_rate(ch, right, valid).value,
@@ -682,18 +715,16 @@ def score_attribution(task: Task, attribute: Callable[..., Tensor], n_perturb: i
 
 
 # ---------------------------------------------------------------------------------------------- the run
-def _applicable(entry: Method | AttributionMethod, task: Task, quick: bool, shipped: set[str],
+def _applicable(entry: Method | AttributionMethod, task: Task, shipped: set[str],
                 only: Sequence[str] | None) -> str | None:
     """``None`` when ``entry`` runs on ``task``, else the reason it does not."""
     if task.family not in entry.families:
         return "n/a"
     if only and not any(s.lower() in entry.name.lower() for s in only):
         return "n/a"
-    missing = [r for r in entry.requires if r not in shipped]
+    missing = [r for r in entry.requires.get(task.family, ()) if r not in shipped]
     if missing:
         return f"not shipped: {', '.join(missing)}"
-    if quick and entry.slow:
-        return "slow: skipped by --quick"
     return None
 
 
@@ -705,7 +736,7 @@ def run_compare(out_dir: str | Path, n: int | None = None, quick: bool = False, 
     Args:
         out_dir: output folder (created).
         n: images per data set; default 100 with ``quick``, else 1000.
-        quick: 100 images per data set and no ``slow`` methods.
+        quick: 100 images per data set; ``slow`` methods on the first :data:`QUICK_SLOW_N` of them.
         datasets: which data sets (``"mnist"``, ``"world"``, ``"squares"``).
         methods: keep only methods whose names contain one of these substrings (case-insensitive).
         attributions: also score the attribution methods.
@@ -745,18 +776,19 @@ def run_compare(out_dir: str | Path, n: int | None = None, quick: bool = False, 
         shown: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
         for m in METHODS:
             bar.set_postfix_str(f"{task.name}: {m.name}")
-            why = _applicable(m, task, quick, shipped, methods)
+            why = _applicable(m, task, shipped, methods)
             if why is None:
+                sub = task.subset(QUICK_SLOW_N) if quick and m.slow else task
                 c0 = time.process_time()
-                res = m.run(task)
+                res = m.run(sub)
                 cpu = time.process_time() - c0
                 if res is None:
                     why = "n/a"
                 else:
-                    row, valid, outs = score_counterfactuals(task, res)
-                    row["cpu_seconds"], row["cpu_seconds_per_cf"] = cpu, cpu / len(task.images)
+                    row, valid, outs = score_counterfactuals(sub, res)
+                    row["cpu_seconds"], row["cpu_seconds_per_cf"] = cpu, cpu / len(sub.images)
                     entry["rows"].append({"method": m.name, **row})
-                    gt = score_ground_truth(task, res, valid)
+                    gt = score_ground_truth(sub, res, valid)
                     if gt is not None:
                         entry["ground_truth"].append({"method": m.name, **gt})
                     shown[m.name] = (res.counterfactuals[:SHOW].detach().cpu(), valid[:SHOW].cpu(),
@@ -772,12 +804,13 @@ def run_compare(out_dir: str | Path, n: int | None = None, quick: bool = False, 
         if attributions:
             rows = []
             for a in ATTRIBUTIONS:
-                why = _applicable(a, task, quick, shipped, methods)
-                fn = a.build(task) if why is None else None
+                why = _applicable(a, task, shipped, methods)
+                sub = task.subset(QUICK_SLOW_N) if quick and a.slow else task
+                fn = a.build(sub) if why is None else None
                 if fn is not None:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", UserWarning)  # LIG walks; captum's requires_grad notes
-                        rows.append({"method": a.name, **score_attribution(task, fn, n_perturb=5)})
+                        rows.append({"method": a.name, **score_attribution(sub, fn, n_perturb=5)})
                 elif why is not None and why != "n/a":
                     result["skipped"].append({"task": task.name, "method": a.name, "reason": why})
             if rows:
@@ -814,6 +847,9 @@ def _figure(task: Task, shown: dict[str, tuple[Tensor, Tensor, Tensor]], out: Pa
     for r, (label, imgs, valid, outs) in enumerate(rows):
         for c in range(cols):
             ax = axes[r, c]
+            if c >= len(imgs):  # a slow method run on fewer images under --quick
+                ax.axis("off")
+                continue
             img = imgs[c].clamp(0, 1)
             if img.shape[0] == 1:
                 ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -865,12 +901,13 @@ def to_markdown(result: dict[str, Any]) -> str:
     per_image = "cpu_seconds_per_image" if cpu else "seconds_per_image"
     for name, t in result["tasks"].items():
         lines += [f"### Counterfactuals: {name}", "", t["description"] + ".", "",
-                  "| method | valid | oracle agrees | L1 px | L2 px | L2 latent | px changed | FID | sFID | "
+                  "| method | n | valid | oracle agrees | L1 px | L2 px | L2 latent | px changed | FID | sFID | "
                   "manifold dist. | COUT | time / CF | steps / CF |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in t["rows"]:
             note = f" ({r['note']})" if r["note"] else ""
-            lines.append(f"| {r['method']}{note} | {_fmt(r['validity'], '%')} | {_fmt(r['oracle_agreement'], '%')} | "
+            lines.append(f"| {r['method']}{note} | {r['n']} | {_fmt(r['validity'], '%')} | "
+                         f"{_fmt(r['oracle_agreement'], '%')} | "
                          f"{_fmt(r['l1_pixels'])} | {_fmt(r['l2_pixels'])} | {_fmt(r['l2_latent'])} | "
                          f"{_fmt(r['sparsity'], '%')} | {_fmt(r['fid'])} | {_fmt(r['sfid'])} | "
                          f"{_fmt(r['manifold_distance'], 'e')} | {_fmt(r['cout'])} | "
@@ -893,14 +930,15 @@ def to_markdown(result: dict[str, Any]) -> str:
             else:
                 lines += [f"Right factor: **{t['right_factor']}** (the regression target).", ""]
             sp = t["ground_truth"][0].get("spurious_factor")
-            head = "| rank | method | valid | right factor changed | only the right factor | MNAC |"
-            sep = "|---|---|---|---|---|---|"
+            head = "| rank | method | n | valid | right factor changed | only the right factor | MNAC |"
+            sep = "|---|---|---|---|---|---|---|"
             if sp:
                 head += f" {sp} changed | reveals the planted {sp} reliance |"
                 sep += "---|---|"
             lines += [head, sep]
             for i, r in enumerate(t["ground_truth"], 1):
-                line = (f"| {i} | {r['method']} | {_fmt(r['validity'], '%')} | {_fmt(r['right_factor_rate'], '%')} | "
+                line = (f"| {i} | {r['method']} | {r['n']} | {_fmt(r['validity'], '%')} | "
+                        f"{_fmt(r['right_factor_rate'], '%')} | "
                         f"{_fmt(r['right_factor_only_rate'], '%')} | {_fmt(r['mnac'])} |")
                 if sp:
                     line += f" {_fmt(r['spurious_change_rate'], '%')} | {_fmt(r['reveals_spurious'])} |"
@@ -909,10 +947,10 @@ def to_markdown(result: dict[str, Any]) -> str:
     for name, rows in result["attributions"].items():
         lines += [f"### Attributions: {name}", "",
                   "Explaining the logit of the true label on the same images; lower is better for both scores.", "",
-                  "| method | infidelity | sensitivity max | time / image |", "|---|---|---|---|"]
+                  "| method | n | infidelity | sensitivity max | time / image |", "|---|---|---|---|---|"]
         for r in rows:
-            lines.append(f"| {r['method']} | {_fmt(r['infidelity'], 'e')} | {_fmt(r['sensitivity_max'], 'e')} | "
-                         f"{_fmt(r[per_image], 's')} |")
+            lines.append(f"| {r['method']} | {r['n']} | {_fmt(r['infidelity'], 'e')} | "
+                         f"{_fmt(r['sensitivity_max'], 'e')} | {_fmt(r[per_image], 's')} |")
         lines.append("")
     if result["skipped"]:
         lines += ["Not run: " + "; ".join(f"{s['method']} on {s['task']} ({s['reason']})" for s in result["skipped"])

@@ -490,3 +490,35 @@ def test_reencode_drops_latent_moves_the_decoder_does_not_render():
     assert re[:, 1].abs().max() < 1e-2  # re-encoding the images removes it
     assert re[0, 0].abs() < 1e-2 and re[1, 0] > 0.5  # the rendered move is kept
     assert torch.allclose(re[:, 0], plain[:, 0], atol=1e-2)
+
+
+def test_spread_units_put_binary_and_continuous_columns_on_one_scale(tmp_path):
+    """A binary probe's probability moves 0.3, a continuous one 0.3 sd: the continuous probe's output spread is
+    about 1 sd and the binary's far below 1, so in spread units the binary change ranks first."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(600, 2, generator=g)
+    desc = torch.stack([(z[:, 0] > 0).float(), z[:, 1] + 0.1 * torch.randn(600, generator=g)], 1)
+    probes = LatentProbes().fit(z, desc, ["binary", "continuous"], kinds=["binary", "continuous"])
+    std = probes.output_std_
+    assert std.shape == (2,) and 0 < float(std[0]) < 0.6 and 0.8 < float(std[1]) < 1.1
+    from captum_cfx.generators import AutoencoderGenerator
+
+    gen = AutoencoderGenerator(lambda x: x.flatten(1)[:, :2], lambda z: torch.cat([z, z], 1).view(-1, 1, 2, 2),
+                               input_range=None, image_shape=(1, 2, 2))
+    cda = CounterfactualDescriptorAttribution(lambda x: x.flatten(1)[:, :2], gen, probes=probes)
+    z0 = torch.zeros(3, 2)
+    zc = z0.clone()
+    zc[:, 0] = float(math.log(0.8 / 0.2) - probes.bias_[0]) / float(probes.weight_[0, 0])  # p moves 0.5 -> about 0.8
+    zc[:, 1] = 0.3 / float(probes.weight_[1, 1])
+    cfx = make_cfx(z0, zc, torch.zeros(3, 2), torch.zeros(3, 2))
+    plain = cda.attribute(torch.zeros(3, 1, 2, 2), counterfactuals=cfx)
+    spread = cda.attribute(torch.zeros(3, 1, 2, 2), counterfactuals=cfx, units="spread")
+    assert torch.allclose(spread, plain / std.float(), atol=1e-6)
+    assert (plain[:, 0].abs() < plain[:, 1].abs() * 1.5).all()
+    assert (spread[:, 0].abs() > spread[:, 1].abs()).all()  # the ranking changes with the units
+    probes.save_pretrained(tmp_path / "p")
+    assert torch.equal(LatentProbes.from_pretrained(tmp_path / "p").output_std_, probes.output_std_)
+    with pytest.raises(ValueError, match="`units`"):
+        cda.attribute(torch.zeros(3, 1, 2, 2), counterfactuals=cfx, units="sd")
+    with pytest.raises(TypeError, match="`reencode`"):
+        cda.attribute(torch.zeros(3, 1, 2, 2), counterfactuals=cfx, reencode="yes")

@@ -273,3 +273,38 @@ def test_compare_attributions_and_absent_rows(tmp_path, monkeypatch):
 def test_compare_bad_arguments(args, match, tmp_path, capsys):
     assert main(["compare", "--out", str(tmp_path), "--no-progress", *args]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_compare_quick_runs_slow_methods_on_a_fixed_subset(tmp_path, monkeypatch):
+    from captum_cfx import compare
+
+    monkeypatch.setattr(compare, "METHODS", [])
+    monkeypatch.setattr(compare, "QUICK_SLOW_N", 3)
+    seen: dict[str, torch.Tensor] = {}
+
+    def make(name: str):
+        def run(task):
+            seen[name] = task.images.clone()
+            return compare.CFResult(task.images.clone(), 0.0)
+        return run
+
+    compare.register("fast identity", families=("mnist",))(make("fast"))
+    compare.register("slow identity", families=("mnist",), slow=True)(make("slow"))
+    compare.register("per-family needs", families=("mnist",), requires={"mnist": ("no-such-model",)})(make("x"))
+    res = compare.run_compare(tmp_path, n=5, quick=True, datasets=("mnist",), attributions=False, progress=False)
+    rows = {r["method"]: r for r in res["tasks"]["mnist"]["rows"]}
+    assert rows["fast identity"]["n"] == 5 and rows["slow identity"]["n"] == 3
+    assert torch.equal(seen["slow"], seen["fast"][:3])  # the first images of the same task, not a new draw
+    assert "x" not in seen
+    assert {"task": "mnist", "method": "per-family needs", "reason": "not shipped: no-such-model"} in res["skipped"]
+    md = (tmp_path / "compare.md").read_text()
+    assert "| slow identity | 3 |" in md and "| fast identity | 5 |" in md
+
+
+def test_compare_registration_checks_requires():
+    from captum_cfx import compare
+
+    with pytest.raises(TypeError, match="`requires`"):
+        compare.register("a str", families=("mnist",), requires="mnist-vae")
+    with pytest.raises(ValueError, match="`requires`"):
+        compare.register("other family", families=("mnist",), requires={"world": ("world-vae",)})

@@ -50,7 +50,8 @@ class DescriptorAttributionOutput:
     """Per-counterfactual descriptor changes with everything behind them.
 
     Attributes:
-        deltas: ``(N, k)`` probe changes ``probe(z_cf) - probe(z0)``.
+        deltas: ``(N, k)`` probe changes ``probe(z_cf) - probe(z0)`` (divided by each probe's output spread
+            with ``units="spread"``).
         before, after: ``(N, k)`` probe outputs on the original and counterfactual latents.
         descriptor_names: the ``k`` column names.
         counterfactuals: the :class:`~captum_cfx.CounterfactualOutput` that was explained.
@@ -221,6 +222,7 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
         additional_forward_args: Any = None,
         counterfactuals: CounterfactualOutput | None = None,
         reencode: bool = False,
+        units: str = "probe",
         **kwargs: Any,
     ) -> Tensor:
         """Descriptor changes ``probe(z_cf) - probe(z0)`` of each input's counterfactual.
@@ -234,12 +236,17 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
                 a probe reads but the decoder does not render; re-encoding the decoded images removes
                 those components, so the deltas follow what changed in the image. Off by default, as in
                 the paper (then the cost is independent of the image size).
+            units: ``"probe"`` (default, as in the paper): probability changes for binary descriptors,
+                standard deviations of the descriptor for continuous ones. ``"spread"``: every column divided
+                by the spread of its probe's output over the fit data (:attr:`LatentProbes.output_std_`), so
+                that binary and continuous columns compare on one scale (ours; use it to rank descriptors).
             kwargs: search settings of :meth:`~captum_cfx.LatentCounterfactualAttack.generate`.
 
         Returns:
             ``(N, k)`` tensor; columns :attr:`descriptor_names`.
         """
-        return self.explain(inputs, target, additional_forward_args, counterfactuals, reencode, **kwargs).deltas
+        return self.explain(inputs, target, additional_forward_args, counterfactuals, reencode, units,
+                            **kwargs).deltas
 
     def explain(
         self,
@@ -248,11 +255,20 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
         additional_forward_args: Any = None,
         counterfactuals: CounterfactualOutput | None = None,
         reencode: bool = False,
+        units: str = "probe",
         **kwargs: Any,
     ) -> DescriptorAttributionOutput:
         """Like :meth:`attribute`, but return a :class:`DescriptorAttributionOutput` with probe values and
         the counterfactual search result."""
         probes = self.probes
+        if not isinstance(reencode, bool):
+            raise TypeError(f"`reencode` must be a bool; got {type(reencode).__name__}")
+        if units not in ("probe", "spread"):
+            raise ValueError(f"`units` must be 'probe' or 'spread'; got {units!r}")
+        spread = getattr(probes, "output_std_", None)
+        if units == "spread" and spread is None:
+            raise ValueError("`units='spread'` needs probes fitted by this version (they store `output_std_`); "
+                             "these were loaded from an older save: refit them")
         tup, _ = format_inputs(inputs)
         if counterfactuals is None:
             with torch.enable_grad():
@@ -271,7 +287,10 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
             zc = counterfactuals.latents.free.detach()
         before = probes.predict(z0, "counterfactuals.original_latents")
         after = probes.predict(zc, "counterfactuals.latents")
-        return DescriptorAttributionOutput(after - before, before, after, self.descriptor_names, counterfactuals)
+        deltas = after - before
+        if units == "spread":
+            deltas = deltas / spread.to(deltas.device, deltas.dtype)
+        return DescriptorAttributionOutput(deltas, before, after, self.descriptor_names, counterfactuals)
 
     def measure_images(self, measure: Callable[[Tensor], Tensor], counterfactuals: CounterfactualOutput,
                        standardize: bool = True) -> Tensor:

@@ -552,16 +552,29 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         grid = self._grid(alphas, x)
         d = self.direction(direction).to(x.device, x.dtype)
         extra = as_tuple(additional_forward_args)
-        n, a = x.shape[0], grid.numel()
+        n = x.shape[0]
         tgt = parse_target(target, n, None, x.device)
         if tgt is not None:
             allowed = self.classes if self.classes is not None else (0, 1)
             if not bool(((tgt == allowed[0]) | (tgt == allowed[1])).all()):
                 raise ValueError(f"`target` must hold classes of the question {tuple(allowed)}; got {tgt.tolist()}")
+        return self._sweep(x, grid, d, tgt, extra, internal_batch_size)[0]
+
+    def _sweep(self, x: Tensor, grid: Tensor, d: Tensor, tgt: Tensor | None, extra: tuple[Any, ...], bs: int,
+               oracle: Callable[[Tensor], Tensor] | None = None
+               ) -> tuple[TransferOutput, Tensor | None, Tensor | None]:
+        """One pass over ``x``: encode, render every alpha, read the model (and the oracle, in the same pass).
+
+        Returns the transfer output and, with an ``oracle``, its per-(image, alpha) agreement with the new
+        decision of the question and with the strict 10-way argmax (``None`` without classes).
+        """
+        n, a = x.shape[0], grid.numel()
         recs, cfs, used, succ, signs, c0s, c1s, flips_all = [], [], [], [], [], [], [], []
-        with eval_mode(self.forward_func, self.generator), torch.no_grad():
-            for lo in range(0, n, internal_batch_size):
-                sl = slice(lo, min(lo + internal_batch_size, n))
+        agree: list[Tensor] = []
+        strict: list[Tensor] = []
+        with eval_mode(self.forward_func, self.generator, oracle), torch.no_grad():
+            for lo in range(0, n, bs):
+                sl = slice(lo, min(lo + bs, n))
                 xb, m = x[sl], x[sl].shape[0]
                 eb = index_args(extra, n, sl)
                 lat = self.generator.encode(xb)
@@ -594,8 +607,23 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                 c0s.append(self._class_of(pos0))
                 c1s.append(self._class_of(pos[torch.arange(m, device=x.device), first]))
                 flips_all.append(flips)
-        return TransferOutput(torch.cat(cfs), torch.cat(recs), torch.cat(used), torch.cat(succ), torch.cat(signs),
-                              torch.cat(c0s), torch.cat(c1s), torch.cat(flips_all), grid)
+                if oracle is not None:
+                    o = oracle(img)
+                    new_cls = self._class_of(~pos0).repeat_interleave(a)  # after a flip: the other class
+                    if self.classes is None:
+                        agree.append(((o.reshape(-1) > 0).long() == new_cls).reshape(m, a))
+                    else:
+                        neg, p = self.classes
+                        agree.append((torch.where(o[:, p] > o[:, neg], p, neg) == new_cls).reshape(m, a))
+                        strict.append((o.argmax(1) == new_cls).reshape(m, a))
+        out = TransferOutput(torch.cat(cfs), torch.cat(recs), torch.cat(used), torch.cat(succ), torch.cat(signs),
+                             torch.cat(c0s), torch.cat(c1s), torch.cat(flips_all), grid)
+        if oracle is None:
+            return out, None, None
+        nflip = out.flips.float().sum(0).clamp_min(1)
+        ag = (torch.cat(agree) & out.flips).float().sum(0) / nflip
+        st = (torch.cat(strict) & out.flips).float().sum(0) / nflip if strict else None
+        return out, ag, st
 
     def _grid(self, alphas: Any, x: Tensor) -> Tensor:
         if alphas is None:
@@ -630,51 +658,19 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         x = self.generator.check_images(images, "images")
         grid = self._grid(alphas, x)
         d = self.direction(direction)
-        out = self.transfer(x, grid, d, additional_forward_args=additional_forward_args,
-                            internal_batch_size=internal_batch_size)
+        check_positive(internal_batch_size, "internal_batch_size", integer=True)
+        if oracle is not None and not callable(oracle):
+            raise TypeError(f"`oracle` must be callable or None; got {type(oracle).__name__}")
+        extra = as_tuple(additional_forward_args)
+        out, agree, agree_strict = self._sweep(x, grid, d.to(x.device, x.dtype), None, extra, internal_batch_size,
+                                               oracle)
         flips = out.flips
         rate = flips.float().mean(0)
-        agree = agree_strict = None
-        if oracle is not None:
-            agree, agree_strict = self._oracle_curves(x, grid, d, out, oracle, internal_batch_size)
         if label is None:
             label = (self.direction_kinds_[self.best_index_] if isinstance(direction, str) and direction == "best"
                      else self.direction_kinds_[direction] if isinstance(direction, int)
                      else direction if isinstance(direction, str) else "given direction")
         return GlobalityResult(grid, rate, flips, agree, agree_strict, label)
-
-    @torch.no_grad()
-    def _oracle_curves(self, x: Tensor, grid: Tensor, d: Tensor, out: TransferOutput,
-                       oracle: Callable[[Tensor], Tensor], bs: int) -> tuple[Tensor, Tensor | None]:
-        n, a = x.shape[0], grid.numel()
-        agree = torch.zeros(n, a, dtype=torch.bool, device=x.device)
-        strict = torch.zeros(n, a, dtype=torch.bool, device=x.device)
-        with eval_mode(oracle, self.generator):
-            for lo in range(0, n, bs):
-                sl = slice(lo, min(lo + bs, n))
-                m = x[sl].shape[0]
-                lat = self.generator.encode(x[sl])
-                zf = lat.free.reshape(m, -1)
-                zs = zf[:, None, :] + grid[None, :, None] * out.signs[sl, None, None] * d[None, None, :]
-                lat_rep = Latent(lat.free.repeat_interleave(a, 0), {k: v.repeat_interleave(a, 0)
-                                                                     for k, v in lat.fixed.items()})
-                img = self.generator.decode(lat_rep.replace(zs.reshape(m * a, *lat.free.shape[1:])))
-                o = oracle(img)
-                # the decision after a flip is the other class of the question
-                was_pos = out.original_classes[sl] == (self.classes[1] if self.classes is not None else 1)
-                new_cls = self._class_of(~was_pos).repeat_interleave(a)
-                if self.classes is None:
-                    o1 = o.reshape(-1)
-                    agree[sl] = ((o1 > 0).long() == new_cls).reshape(m, a)
-                else:
-                    neg, pos = self.classes
-                    ob = torch.where(o[:, pos] > o[:, neg], pos, neg)
-                    agree[sl] = (ob == new_cls).reshape(m, a)
-                    strict[sl] = (o.argmax(1) == new_cls).reshape(m, a)
-        nflip = out.flips.float().sum(0).clamp_min(1)
-        ag = (agree & out.flips).float().sum(0) / nflip
-        st = (strict & out.flips).float().sum(0) / nflip if self.classes is not None else None
-        return ag, st
 
     # ------------------------------------------------------------------ Captum interface
     @log_usage()

@@ -72,6 +72,9 @@ class LatentProbes:
         kinds_: ``"binary"`` or ``"continuous"`` per probe.
         weight_: ``(k, d)`` float64 normals in raw latent coordinates; ``bias_``: ``(k,)``.
         y_mean_, y_std_: ``(k,)`` standardisation of continuous descriptors (0 and 1 for binary ones).
+        output_std_: ``(k,)`` spread (standard deviation) of each probe's output over the training latents:
+            the unit of ``units="spread"`` in :class:`~captum_cfx.CounterfactualDescriptorAttribution`, which
+            puts probabilities and standardised values on one scale. ``None`` for probes saved before it existed.
         scores_: ``dict[name, float]``: held-out accuracy (binary) or R² (continuous).
         latent_dim_: ``d``.
 
@@ -193,6 +196,7 @@ class LatentProbes:
         self.scores_ = scores
         self.latent_dim_ = int(z.shape[1])
         self.n_train_ = int(tr.numel())
+        self.output_std_ = self.predict(z[tr]).std(0).double().clamp_min(1e-12)
         return self
 
     # ------------------------------------------------------------------ using
@@ -293,9 +297,11 @@ class LatentProbes:
                "names": self.names_, "kinds": self.kinds_,
                "scores": self.scores_, "latent_dim": self.latent_dim_, "n_train": self.n_train_}
         (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        save_file({"weight": self.weight_.contiguous(), "bias": self.bias_.contiguous(),
-                   "y_mean": self.y_mean_.contiguous(), "y_std": self.y_std_.contiguous()},
-                  str(d / "model.safetensors"))
+        tensors = {"weight": self.weight_.contiguous(), "bias": self.bias_.contiguous(),
+                   "y_mean": self.y_mean_.contiguous(), "y_std": self.y_std_.contiguous()}
+        if getattr(self, "output_std_", None) is not None:
+            tensors["output_std"] = self.output_std_.contiguous()
+        save_file(tensors, str(d / "model.safetensors"))
         return d
 
     @classmethod
@@ -316,6 +322,7 @@ class LatentProbes:
         obj.latent_dim_, obj.n_train_ = int(cfg["latent_dim"]), int(cfg.get("n_train", 0))
         obj.weight_, obj.bias_ = t["weight"].double(), t["bias"].double()
         obj.y_mean_, obj.y_std_ = t["y_mean"].double(), t["y_std"].double()
+        obj.output_std_ = t["output_std"].double() if "output_std" in t else None
         return obj
 
     def __repr__(self) -> str:
