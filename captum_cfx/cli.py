@@ -241,6 +241,10 @@ def cmd_compare(a: argparse.Namespace) -> int:
     print(f"compared {rows} method rows on {len(res['tasks'])} tasks ({res['n_per_dataset']} images each) "
           f"in {res['seconds']:.1f}s; {len(res['skipped'])} not run")
     print(f"results: {Path(a.out) / 'compare.md'}")
+    if a.readme:
+        from captum_cfx.compare import update_readme
+
+        print(f"pasted into {update_readme(a.readme, a.out)}")
     return 0
 
 
@@ -292,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (default 1)")
     c.add_argument("--out", default="cfx-compare", help="output folder (default ./cfx-compare)")
     c.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    c.add_argument("--readme", default=None,
+                   help="also paste compare.md into this file between its '<!-- compare:start' and "
+                        "'<!-- compare:end -->' lines")
     c.set_defaults(func=cmd_compare)
     return p
 

@@ -80,6 +80,7 @@ __all__ = [
     "run_compare",
     "timed",
     "to_markdown",
+    "update_readme",
 ]
 
 DATASETS = ("mnist", "world", "squares")
@@ -956,3 +957,36 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines += ["Not run: " + "; ".join(f"{s['method']} on {s['task']} ({s['reason']})" for s in result["skipped"])
                   + ".", ""]
     return "\n".join(lines)
+
+
+README_START, README_END = "<!-- compare:start", "<!-- compare:end -->"
+
+
+def update_readme(readme: str | Path, out_dir: str | Path) -> Path:
+    """Paste ``out_dir/compare.md`` into ``readme`` between its ``<!-- compare:start ... -->`` and
+    ``<!-- compare:end -->`` lines: headings one level down, figure paths relative to the README.
+
+    Raises:
+        ValueError: when the README lacks either marker or ``out_dir`` has no ``compare.md``.
+    """
+    import os
+    import re
+
+    path, out = Path(readme), Path(out_dir)
+    if not path.is_file():
+        raise ValueError(f"`readme` must be an existing file; got {str(path)!r}")
+    md_path = out / "compare.md"
+    if not md_path.is_file():
+        raise ValueError(f"`out_dir` must hold a compare.md written by run_compare; {str(out)!r} has none")
+    lines = path.read_text().splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.startswith(README_START)), None)
+    end = next((i for i, ln in enumerate(lines) if ln.startswith(README_END)), None)
+    if start is None or end is None or end < start:
+        raise ValueError(f"`readme` must hold a '{README_START} ... -->' line and a later '{README_END}' line; "
+                         f"{str(path)!r} does not")
+    rel = Path(os.path.relpath(out.resolve(), path.resolve().parent)).as_posix()
+    body = md_path.read_text().rstrip("\n").splitlines()
+    body = ["#" + ln if ln.startswith("#") else ln for ln in body]
+    body = [re.sub(r"!\[([^\]]*)\]\((?!https?:|/)([^)]+)\)", lambda m: f"![{m[1]}]({rel}/{m[2]})", ln) for ln in body]
+    path.write_text("\n".join([*lines[:start + 1], *body, *lines[end:]]) + "\n")
+    return path

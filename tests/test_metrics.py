@@ -308,3 +308,25 @@ def test_compare_registration_checks_requires():
         compare.register("a str", families=("mnist",), requires="mnist-vae")
     with pytest.raises(ValueError, match="`requires`"):
         compare.register("other family", families=("mnist",), requires={"world": ("world-vae",)})
+
+
+def test_update_readme_pastes_between_markers(tmp_path):
+    from captum_cfx.compare import update_readme
+
+    out = tmp_path / "results" / "cmp"
+    out.mkdir(parents=True)
+    (out / "compare.md").write_text("Produced by x.\n\n### Counterfactuals: mnist\n\n![mnist](grid_mnist.png)\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("# top\n<!-- compare:start (pasted) -->\nold table\n<!-- compare:end -->\nafter\n")
+    update_readme(readme, out)
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# top\n<!-- compare:start (pasted) -->\nProduced by x.")
+    assert "#### Counterfactuals: mnist" in text and "![mnist](results/cmp/grid_mnist.png)" in text
+    assert text.endswith("<!-- compare:end -->\nafter\n")
+    update_readme(readme, out)  # idempotent
+    assert readme.read_text() == text
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="`readme`"):
+        update_readme(readme, out)
+    with pytest.raises(ValueError, match="`out_dir`"):
+        update_readme(readme, tmp_path)
