@@ -6,8 +6,9 @@ to ``3 * ||z||``). For each method and ``n_steps`` in {16, 64, 128, 256}: the co
 ``|sum(attr) - (f(start) - f(end))| / |f(start) - f(end)|`` (median, mean, max, fraction <= 1 %) and the
 time. Methods: the exact path sum (trapezoid, default), the path sum with ``g_j`` at the segment start
 ("left", the paper's formula as written), the reference's straight-line multiplier, and black-box finite
-differences. Also Captum's IntegratedGradients (zero baseline) on the same inputs for reference, and a
-figure: LIG next to Captum IG and Saliency (docs/images/lig_vs_ig.png).
+differences. Also Captum's IntegratedGradients (zero baseline) on the same inputs for reference; the
+figure (LIG next to Captum IG and Saliency, docs/images/lig_vs_ig.png) is redrawn by the gallery
+(``python -m captum_cfx.gallery``).
 
     python benchmarks/latent_ig.py
 """
@@ -21,15 +22,14 @@ import warnings
 from pathlib import Path
 
 import torch
-from captum.attr import IntegratedGradients, Saliency
+from captum.attr import IntegratedGradients
 
 import captum_cfx
 from captum_cfx import LatentIntegratedGradients
 from captum_cfx.datasets import load_mnist
-from captum_cfx.visualization import plot_attribution
+from captum_cfx.gallery import make_gallery
 from captum_cfx.zoo import load_generator, load_pretrained
 
-ROOT = Path(__file__).resolve().parent.parent
 METHODS = [("path", "trapezoid"), ("path", "left"), ("straight", "trapezoid"), ("finite-difference", "trapezoid")]
 
 
@@ -84,32 +84,7 @@ def main() -> None:
     out_path = Path(__file__).parent / "results" / "latent_ig_cpu.json"
     out_path.parent.mkdir(exist_ok=True)
     out_path.write_text(json.dumps(result, indent=2) + "\n")
-    # figure: LIG next to Captum IG and Saliency
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    idx = [0, 13, 36, 81]
-    xs, ys = x[idx], y[idx]
-    maps = {"Latent IG": lig.attribute(xs, target=ys, n_steps=128),
-            "Captum IG": ig.attribute(xs, target=ys, n_steps=128),
-            "Saliency": Saliency(clf).attribute(xs, target=ys, abs=False)}
-    base = lig.explain(xs, target=ys, n_steps=8).baseline_images
-    fig, axes = plt.subplots(len(idx), 2 + len(maps), figsize=(1.7 * (2 + len(maps)), 1.7 * len(idx)))
-    for i in range(len(idx)):
-        axes[i, 0].imshow(xs[i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-        axes[i, 0].set_title(f"input ({int(ys[i])})", fontsize=7)
-        axes[i, 1].imshow(base[i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-        axes[i, 1].set_title("LIG baseline", fontsize=7)
-        for j, (name, m) in enumerate(maps.items()):
-            plot_attribution(m[i].detach(), xs[i], title=name, ax=axes[i, 2 + j])
-        for ax in axes[i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(ROOT / "docs" / "images" / "lig_vs_ig.png", dpi=130)
-    plt.close(fig)
+    make_gallery(only=["lig_vs_ig"])  # docs/images/lig_vs_ig.png, as python -m captum_cfx.gallery makes it
     print(json.dumps(result, indent=2))
     print()
     print(table(result))

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from captum_cfx.datasets import AttributeWorld, Squares
+from captum_cfx.gallery import make_gallery
 from captum_cfx.zoo import load_generator, load_pretrained
 from captum_cfx.zoo._registry import WEIGHTS_DIR
 from captum_cfx.zoo.recipes_worlds import CONTINUOUS_TOLERANCE, smile_split
@@ -137,35 +138,13 @@ def main() -> None:
         res["train_seconds_cpu"][name] = {"seconds": cfg["train_seconds_cpu"], "threads": cfg["train_threads"]}
     res["zoo_megabytes"] = round(sum(q.stat().st_size for q in WEIGHTS_DIR.iterdir()) / 2**20, 2)
 
-    figure(x[:10], rec[:10], sq.sample(10, generator=g(7)).images, Path(__file__).parents[1] / "docs" / "images" /
-           "worlds.png")
+    make_gallery(only=["worlds"])  # docs/images/worlds.png, the gallery's figure (same as python -m captum_cfx.gallery)
     out = Path(a.out) if a.out else Path(__file__).parent / "results" / "worlds_cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
     print()
     print(table(res))
-
-
-def figure(faces: torch.Tensor, recs: torch.Tensor, squares: torch.Tensor, path: Path) -> None:
-    """Rows: attribute-world samples, their world-vae reconstructions, squares samples."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = (("faces", faces), ("world-vae", recs), ("squares", squares))
-    fig, axes = plt.subplots(3, len(faces), figsize=(len(faces) * 1.1, 3.5))
-    for r, (label, imgs) in enumerate(rows):
-        for c in range(len(faces)):
-            axes[r, c].imshow(imgs[c].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-            axes[r, c].set_xticks([])
-            axes[r, c].set_yticks([])
-        axes[r, 0].set_ylabel(label, fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def table(r: dict) -> str:
