@@ -8,8 +8,12 @@ and resumed. Each shard is written as ``shard_XXXXX.safetensors`` and then marke
 Ranks take shards ``k`` with ``k % world_size == rank``; rank 0 shows progress, waits for the others
 and merges: ``summary.json``, ``manifest.json`` and the report figures.
 
-The same code runs in one process, under ``torchrun --nproc_per_node N`` and under
-``accelerate launch`` (both set ``RANK``/``WORLD_SIZE``; the gloo backend works on CPU).
+The same code runs in one process, under ``torchrun --nproc_per_node N`` and under ``accelerate launch``.
+``torchrun`` and ``accelerate launch --multi_gpu`` (which runs torchrun's launcher, on CPU too) set
+``RANK``/``WORLD_SIZE``; accelerate's multi-CPU launch, ``accelerate launch --cpu --mpirun_hostfile F``,
+starts the ranks with ``mpirun``, which sets the MPI variables (``PMI_RANK``/``PMI_SIZE`` for MPICH and
+Intel MPI, ``OMPI_COMM_WORLD_*`` for Open MPI, ``MV2_COMM_WORLD_*`` for MVAPICH), read here the way
+accelerate reads them. The gloo backend works on CPU.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,19 +179,56 @@ def open_data(spec: str, image_shape: tuple[int, int, int] = (1, 28, 28)) -> Dat
 
 
 # ----------------------------------------------------------------------------- ranks
+#: (rank, world size) environment variables, in the order read: torchrun / accelerate's torchrun launcher,
+#: then the MPI launchers that ``accelerate launch --cpu --mpirun_hostfile`` drives (MPICH and Intel MPI,
+#: Open MPI, MVAPICH) — the same list accelerate's ``PartialState`` reads.
+_RANK_ENV = (("RANK", "WORLD_SIZE"), ("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+             ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE"))
+#: ranks on this machine, from the same launchers
+_LOCAL_SIZE_ENV = ("LOCAL_WORLD_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
+
+
 def rank_info() -> tuple[int, int]:
-    """``(rank, world_size)`` from torch.distributed or the launcher's environment."""
+    """``(rank, world_size)`` from torch.distributed or the launcher's environment (torchrun, accelerate, MPI)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    for rank_var, size_var in _RANK_ENV:
+        if os.environ.get(size_var, "").strip():
+            try:
+                rank, world = int(os.environ.get(rank_var, "0")), int(os.environ[size_var])
+            except ValueError:
+                raise ValueError(f"launcher environment: {rank_var}={os.environ.get(rank_var)!r} and "
+                                 f"{size_var}={os.environ[size_var]!r} must be integers") from None
+            if not 0 <= rank < world:
+                raise ValueError(f"launcher environment: {rank_var} must be in 0..{size_var}-1; "
+                                 f"got {rank_var}={rank}, {size_var}={world}")
+            return rank, world
+    return 0, 1
 
 
 def _init_distributed() -> bool:
-    """Start a gloo/nccl process group when launched with several ranks; return whether we own it."""
-    _, world = rank_info()
+    """Start a gloo/nccl process group when launched with several ranks; return whether we own it.
+
+    torchrun sets ``MASTER_ADDR``/``MASTER_PORT``, and so does ``accelerate launch`` for its MPI ranks; a
+    bare single-machine ``mpirun`` does not, so they default to ``127.0.0.1:29500`` when every rank is local.
+    """
+    rank, world = rank_info()
+    if world == 1 and os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in os.environ:
+        warnings.warn("`accelerate launch --cpu --num_processes N` without `--mpirun_hostfile` starts one process: "
+                      "this run uses 1 rank. For N CPU ranks use `accelerate launch --multi_gpu --num_processes N` "
+                      "(torchrun's launcher; gloo on CPU) or add `--mpirun_hostfile FILE` (needs mpirun).",
+                      stacklevel=2)
     if world > 1 and torch.distributed.is_available() and not torch.distributed.is_initialized():
+        if "MASTER_ADDR" not in os.environ:
+            local = next((int(os.environ[v]) for v in _LOCAL_SIZE_ENV if os.environ.get(v, "").strip()), None)
+            if local != world:
+                where = "not all on this machine" if local is not None else "perhaps not all on this machine"
+                raise ValueError(f"{world} ranks ({where}) need `MASTER_ADDR` (rank 0's host) in the environment; "
+                                 "the launcher did not set it")
+            os.environ["MASTER_ADDR"] = "127.0.0.1"
+        os.environ.setdefault("MASTER_PORT", "29500")
         backend = "nccl" if torch.cuda.is_available() and os.environ.get("CFX_BACKEND") != "gloo" else "gloo"
-        torch.distributed.init_process_group(backend)
+        torch.distributed.init_process_group(backend, rank=rank, world_size=world)
         return True
     return False
 
@@ -302,6 +344,7 @@ def run_sharded(cfg: RunConfig, out_dir: str | Path, compute: ShardFn, resume: b
             write_json_atomic(side, {"shard": k, "start": lo, "stop": hi, "sha256": _digest(data),
                                      "seconds": time.perf_counter() - t0, "rank": rank, "problems": problems})
             bar.update(1)
+            del x, y, res  # else this shard's images and results stay alive through the next shard's loading
         bar.close()
         _barrier()
         if rank != 0:

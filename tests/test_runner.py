@@ -1,5 +1,9 @@
 import json
+import os
 import pickle
+import shutil
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -156,3 +160,92 @@ def test_squares_source_is_generated_on_demand_and_consistent():
     assert x.shape == (5, 3, 32, 32) and torch.equal(x[2], x2[0]) and torch.equal(y[2], y2[0])
     with pytest.raises(ValueError, match="squares-<size>:<n>"):
         open_data("squares-big:10")
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, (0, 1)),
+        ({"RANK": "1", "WORLD_SIZE": "2"}, (1, 2)),  # torchrun, accelerate launch --multi_gpu
+        ({"PMI_RANK": "2", "PMI_SIZE": "3"}, (2, 3)),  # mpirun (MPICH, Intel MPI) under accelerate launch --cpu
+        ({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "4"}, (1, 4)),  # Open MPI
+        ({"MV2_COMM_WORLD_RANK": "0", "MV2_COMM_WORLD_SIZE": "2"}, (0, 2)),  # MVAPICH
+        ({"RANK": "0", "WORLD_SIZE": "2", "PMI_RANK": "1", "PMI_SIZE": "2"}, (0, 2)),  # torchrun's pair wins
+    ],
+)
+def test_rank_info_reads_every_launcher(monkeypatch, env, expected):
+    for var in [v for pair in runner._RANK_ENV for v in pair]:
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert runner.rank_info() == expected
+
+
+def test_rank_info_refuses_a_rank_outside_the_world(monkeypatch):
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="RANK must be in 0..WORLD_SIZE-1"):
+        runner.rank_info()
+
+
+def test_multi_machine_mpi_ranks_without_master_addr_are_refused(monkeypatch):
+    for var in [v for pair in runner._RANK_ENV for v in pair] + list(runner._LOCAL_SIZE_ENV) + ["MASTER_ADDR"]:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "0")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2")  # 2 of the 4 ranks on this machine
+    with pytest.raises(ValueError, match="need `MASTER_ADDR`"):
+        runner._init_distributed()
+
+
+def test_accelerate_cpu_without_mpirun_warns_it_runs_one_rank(monkeypatch):
+    for var in [v for pair in runner._RANK_ENV for v in pair]:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    with pytest.warns(UserWarning, match="starts one process"):
+        assert runner._init_distributed() is False
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("mode", ["multi_gpu", "mpirun"])
+def test_accelerate_launch_two_cpu_ranks_identical_to_one_process(tmp_path, mode):
+    """`accelerate launch` with 2 CPU processes gives the same shard bytes as one process.
+
+    ``multi_gpu``: accelerate runs torchrun's launcher (RANK/WORLD_SIZE; gloo, as there is no GPU).
+    ``mpirun``: accelerate's own multi-CPU launch (PMI_* variables); needs `mpirun` on PATH (`pip install mpich`).
+    """
+    pytest.importorskip("accelerate")
+    if mode == "mpirun" and shutil.which("mpirun") is None:
+        pytest.skip("mpirun is not on PATH (pip install mpich)")
+    from captum_cfx.cli import main
+    from captum_cfx.datasets import load_mnist
+
+    x, y = load_mnist("test")  # 16 digits in a tensor file: each rank would spend seconds parsing mnist-test
+    np.savez(tmp_path / "digits.npz", images=x[::60][:16].numpy(), labels=y[::60][:16].numpy())
+    cli = ["explain", "--data", str(tmp_path / "digits.npz"), "--shard-size", "4", "--max-steps", "10",
+           "--no-progress"]
+    assert main([*cli, "--out", str(tmp_path / "one")]) == 0
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    if mode == "multi_gpu":
+        launch.append("--multi_gpu")
+    else:
+        (tmp_path / "hostfile").write_text("localhost\n")
+        launch += ["--cpu", "--mpirun_hostfile", str(tmp_path / "hostfile")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run([*launch, "-m", "captum_cfx.cli", *cli, "--out", str(tmp_path / "two")], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert [s["rank"] for s in manifest["shards"]] == [0, 1, 0, 1]  # two ranks really ran
+    for k in range(4):
+        a = (tmp_path / "one" / f"shard_{k:05d}.safetensors").read_bytes()
+        assert a == (tmp_path / "two" / f"shard_{k:05d}.safetensors").read_bytes()
+    assert json.loads((tmp_path / "one" / "summary.json").read_text())["flip_rate"] == json.loads(
+        (tmp_path / "two" / "summary.json").read_text())["flip_rate"]
