@@ -94,10 +94,10 @@ def select_digits(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def cmd_explain_data(a: argparse.Namespace) -> int:
     """``explain --data``: a sharded, resumable run over a data set (several ranks under torchrun)."""
-    from captum_cfx.runner import RunConfig, make_explain_fn, rank_info, run_sharded, write_run_figures
+    from captum_cfx.runner import RunConfig, local_device, make_explain_fn, rank_info, run_sharded, write_run_figures
     from captum_cfx.zoo import load_pretrained
 
-    device = torch.device(a.device)
+    device = local_device(a.device)  # "cuda" -> cuda:<local rank> under torchrun / accelerate
     model = build_model(a.model)
     if isinstance(model, torch.nn.Module):
         model = model.to(device)

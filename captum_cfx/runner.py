@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from captum_cfx.report import write_json_atomic
 
-__all__ = ["DataSource", "RunConfig", "open_data", "rank_info", "run_sharded"]
+__all__ = ["DataSource", "RunConfig", "local_device", "open_data", "rank_info", "run_sharded"]
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +186,24 @@ _RANK_ENV = (("RANK", "WORLD_SIZE"), ("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD
              ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE"))
 #: ranks on this machine, from the same launchers
 _LOCAL_SIZE_ENV = ("LOCAL_WORLD_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
+#: this rank's index on its machine, from the same launchers
+_LOCAL_RANK_ENV = ("LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK")
+
+
+def local_device(device: torch.device | str) -> torch.device:
+    """The device this rank should use: ``"cuda"`` without an index becomes ``cuda:<local rank>`` under a
+    multi-rank launcher (torchrun, accelerate, MPI), so that ranks on one machine do not share GPU 0; any
+    other device is returned unchanged.
+    """
+    dev = torch.device(device)
+    if dev.type != "cuda" or dev.index is not None or rank_info()[1] == 1:
+        return dev
+    raw = next((os.environ[v] for v in _LOCAL_RANK_ENV if os.environ.get(v, "").strip()), "0")
+    try:
+        local = int(raw)
+    except ValueError:
+        raise ValueError(f"launcher environment: the local rank must be an integer; got {raw!r}") from None
+    return torch.device("cuda", local)
 
 
 def rank_info() -> tuple[int, int]:
@@ -228,6 +246,8 @@ def _init_distributed() -> bool:
             os.environ["MASTER_ADDR"] = "127.0.0.1"
         os.environ.setdefault("MASTER_PORT", "29500")
         backend = "nccl" if torch.cuda.is_available() and os.environ.get("CFX_BACKEND") != "gloo" else "gloo"
+        if backend == "nccl":  # one GPU per local rank, before the group binds to the current device
+            torch.cuda.set_device(local_device("cuda"))
         torch.distributed.init_process_group(backend, rank=rank, world_size=world)
         return True
     return False

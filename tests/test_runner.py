@@ -249,3 +249,24 @@ def test_accelerate_launch_two_cpu_ranks_identical_to_one_process(tmp_path, mode
         assert a == (tmp_path / "two" / f"shard_{k:05d}.safetensors").read_bytes()
     assert json.loads((tmp_path / "one" / "summary.json").read_text())["flip_rate"] == json.loads(
         (tmp_path / "two" / "summary.json").read_text())["flip_rate"]
+
+
+@pytest.mark.parametrize(
+    ("env", "device", "expected"),
+    [
+        ({}, "cuda", "cuda"),  # one process: unchanged
+        ({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}, "cuda", "cuda:1"),  # torchrun
+        ({"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "1"}, "cuda", "cuda:1"),  # mpirun (MPICH)
+        ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}, "cuda:0", "cuda:0"),  # an explicit index wins
+        ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}, "cpu", "cpu"),
+    ],
+)
+def test_local_device_gives_each_local_rank_its_own_gpu(monkeypatch, env, device, expected):
+    from captum_cfx.runner import local_device
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID",
+                "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert local_device(device) == torch.device(expected)
