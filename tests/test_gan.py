@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 from torch import nn
 
-from captum_cfx import GANGenerator, LatentCounterfactualAttack
+from captum_cfx import (
+    CounterfactualDescriptorAttribution,
+    CounterfactualSufficiencyNecessity,
+    GANGenerator,
+    LatentCounterfactualAttack,
+    LatentProbes,
+    LinearDirections,
+)
 from captum_cfx.generators import Latent, ProjectionOutput
 
 
@@ -46,6 +56,33 @@ class TinyStyleGAN(nn.Module):
 
     def forward(self, z):
         return self.synthesis(self.mapping(z))
+
+
+class TinyBNSynthesis(nn.Module):
+    """w -> 8x8 images through linear, transposed-conv and conv layers with batch norms (to fold)."""
+
+    def __init__(self, w_dim: int = 6) -> None:
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(w_dim, 32), nn.BatchNorm1d(32), nn.ReLU())
+        self.net = nn.Sequential(nn.ConvTranspose2d(2, 4, 4, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                                 nn.Conv2d(4, 1, 3, padding=1), nn.Sigmoid())
+
+    def forward(self, w):
+        return self.net(self.fc(w).view(-1, 2, 4, 4))
+
+
+def randomise_batchnorm(module: nn.Module) -> nn.Module:
+    """Give every batch norm non-trivial running statistics and affine parameters, so folding them matters."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=g))
+                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=g) * 0.3)
+    return module.eval()
 
 
 def make(noisy: bool = False, **kw) -> GANGenerator:
@@ -167,6 +204,13 @@ def test_feature_network_term():
     out = g.project(torch.rand(2, 1, 8, 8))
     assert out.error.shape == (2,) and torch.isfinite(out.error).all()
     assert make().feature_network is None  # "auto" is off for non-MNIST shapes
+    # the reference's setting: AdamW, a fixed number of steps, a purely perceptual loss
+    ref = make(feature_network=feats, feature_weight=1.0, pixel_weight=0.0, optimizer="adamw", weight_decay=0.01,
+               tol=0.0, steps=25)
+    out = ref.project(torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)))
+    assert (out.n_steps == 25).all() and torch.isfinite(out.error).all() and (out.error > 0).all()
+    with pytest.raises(ValueError, match="`pixel_weight=0` needs a feature term"):
+        make(pixel_weight=0.0)
 
 
 def test_clear_errors():
@@ -175,6 +219,10 @@ def test_clear_errors():
         GANGenerator(plain, z_dim=5, feature_network=None)
     with pytest.raises(ValueError, match="`z_dim` must be a positive int"):
         GANGenerator(plain, feature_network=None)
+    with pytest.raises(ValueError, match="`mapping` does not accept latents of size z_dim=5"):
+        GANGenerator(TinySynthesis(), mapping=TinyMapping(z_dim=4), z_dim=5, feature_network=None)
+    with pytest.raises(ValueError, match=r"synthesis network does not accept latents of the declared size \(7,\)"):
+        GANGenerator(TinySynthesis(w_dim=6), mapping=TinyMapping(z_dim=4, w_dim=7), z_dim=4, feature_network=None)
     with pytest.raises(ValueError, match="image_shape"):
         GANGenerator(plain, z_dim=3, image_shape=(1, 4, 4), feature_network=None)
     with pytest.raises(ValueError, match="needs a mapping network"):
@@ -200,6 +248,10 @@ def test_clear_errors():
         GANGenerator(TinyStyleGAN(), normalize=1, feature_network=None)
     with pytest.raises(TypeError, match="`drop` must be a bool"):
         g.project(torch.rand(1, 1, 8, 8), drop=1)
+    with pytest.raises(TypeError, match="`fuse` must be a bool"):
+        GANGenerator(TinyStyleGAN(), fuse=1, feature_network=None)
+    with pytest.raises(ValueError, match="`chunk_size` must be"):
+        GANGenerator(TinyStyleGAN(), chunk_size=0, feature_network=None)
     with pytest.raises(ValueError, match="x"):
         g.encode(torch.rand(1, 3, 8, 8))
 
@@ -238,3 +290,160 @@ def test_adamw_decays_towards_the_mean_w():
     plain = make(steps=60, tol=0.0).encode(x).free
     decayed = make(steps=60, tol=0.0, optimizer="adamw", weight_decay=5.0).encode(x).free
     assert decayed.norm(dim=1).mean() < plain.norm(dim=1).mean()  # standardised W: the centre is 0
+
+
+# ---------------------------------------------------------------------- speed paths: same results
+def make_bn(**kw) -> GANGenerator:
+    """A tiny GAN whose synthesis and feature networks have batch norms (with non-trivial statistics)."""
+    torch.manual_seed(0)
+    G = TinyStyleGAN()
+    G.synthesis = randomise_batchnorm(TinyBNSynthesis())
+    feats = randomise_batchnorm(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),
+                                              nn.ReLU(), nn.Flatten(), nn.Linear(256, 5)))
+    opts = dict(image_shape=(1, 8, 8), feature_network=feats, feature_weight=1.0, num_starts=4, steps=10, tol=0.0)
+    opts.update(kw)
+    return GANGenerator(G, **opts).eval()
+
+
+def _has_batchnorm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def test_fused_copies_compute_the_same_inversion():
+    x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    fused, plain = make_bn(), make_bn(fuse=False)
+    a, b = fused.project(x), plain.project(x)
+    torch.testing.assert_close(a.start_error, b.start_error, atol=1e-6, rtol=0)
+    torch.testing.assert_close(a.latent.free, b.latent.free, atol=1e-4, rtol=0)
+    torch.testing.assert_close(a.error, b.error, atol=1e-6, rtol=0)
+    cpu = torch.device("cpu")
+    nets = fused._nets(cpu)
+    # the copies have their batch norms folded, the wrapped networks keep theirs and are what decode runs
+    assert isinstance(nets.synthesis, nn.Module) and not _has_batchnorm(nets.synthesis)
+    assert _has_batchnorm(fused.synthesis_fn) and nets.synthesis is not fused.synthesis_fn
+    assert nets.features is not fused.feature_network
+    w = torch.randn(3, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(nets.synthesis(w), fused.synthesis_fn(w), atol=1e-6, rtol=0)
+        torch.testing.assert_close(nets.features(x), fused.feature_network(x), atol=1e-5, rtol=0)
+    assert plain._nets(cpu).synthesis is plain.synthesis_fn  # fuse=False: the networks as they are
+    # cached, and rebuilt when a parameter changes in place
+    assert fused._nets(cpu) is nets
+    with torch.no_grad():
+        fused.synthesis_fn.fc[0].weight.mul_(2.0)
+    rebuilt = fused._nets(cpu)
+    assert rebuilt is not nets
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.synthesis(w), fused.synthesis_fn(w), atol=1e-6, rtol=0)
+    # copies and pickles of the wrapper leave the cached copies out
+    dup = copy.deepcopy(fused)
+    assert dup._fused_cache is None and fused._fused_cache is not None
+    assert pickle.loads(pickle.dumps(fused))._fused_cache is None  # the cache (with a closure) is not pickled
+    torch.testing.assert_close(dup.project(x).latent.free, fused.project(x).latent.free)
+    # networks with hooks are used as they are (a copy would not run the hook)
+    hooked = make_bn()
+    hooked.project(x[:1])  # builds and caches the fused copies; a hook registered afterwards still runs
+    calls = []
+    hooked.synthesis_fn.register_forward_hook(lambda *a: calls.append(1))
+    assert hooked._nets(cpu).synthesis is hooked.synthesis_fn
+    hooked.project(x[:1])
+    assert calls
+
+
+def test_chunking_does_not_change_the_result():
+    x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    whole, chunked = make_bn(steps=20).project(x), make_bn(steps=20, chunk_size=2).project(x)
+    torch.testing.assert_close(chunked.latent.free, whole.latent.free, atol=1e-5, rtol=0)
+    torch.testing.assert_close(chunked.error, whole.error, atol=1e-6, rtol=0)
+    assert torch.equal(chunked.n_steps, whole.n_steps)
+
+
+# ---------------------------------------------------------------------- B and F through the GAN, unchanged
+def expressive_gan() -> GANGenerator:
+    """The tiny GAN with a larger gain, so that its images vary enough to carry descriptors."""
+    torch.manual_seed(0)
+    G = TinyStyleGAN()
+    with torch.no_grad():
+        G.synthesis.fc.weight.mul_(8.0)
+    return GANGenerator(G, image_shape=(1, 8, 8), feature_network=None, steps=100, lr=0.2, num_starts=8,
+                        error_threshold=0.01).eval()
+
+
+def image_descriptors(x: torch.Tensor) -> torch.Tensor:
+    """brightness (continuous), top_heavy (binary), left_mass (continuous), measured on the images."""
+    top, bottom = x[:, :, :4].flatten(1).mean(1), x[:, :, 4:].flatten(1).mean(1)
+    return torch.stack([x.flatten(1).mean(1), (top > bottom).float(), x[..., :4].flatten(1).mean(1)], 1)
+
+
+class Brightness(nn.Module):
+    """A binary classifier that calls an image class 1 when it is brighter than ``threshold``."""
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, x):
+        m = 40 * (x.flatten(1).mean(1) - self.threshold)
+        return torch.stack([-m, m], 1)
+
+
+@pytest.fixture(scope="module")
+def gan_world():
+    g = expressive_gan()
+    aux = g.decode(g.sample(200, torch.Generator().manual_seed(10))).detach()
+    threshold = float(aux.flatten(1).mean(1).median())
+    off = torch.zeros(1, 1, 8, 8)
+    off[:, :, ::2] = 1.0  # stripes the GAN cannot make: a failed projection
+    x = torch.cat([g.decode(g.sample(8, torch.Generator().manual_seed(11))).detach(), off])
+    return g, aux, Brightness(threshold), x
+
+
+def test_descriptor_attribution_runs_on_the_gan_unchanged(gan_world):
+    g, aux, clf, x = gan_world
+    names = ["brightness", "top_heavy", "left_mass"]
+    cda = CounterfactualDescriptorAttribution(clf, g).fit(aux, image_descriptors(aux), names)  # encodes by projection
+    assert cda.probes_.kinds_ == ["continuous", "binary", "continuous"]
+    assert min(cda.probes_.scores_.values()) > 0.8  # the projected latents carry the descriptors
+    out = cda.explain(x, objective="flip", max_steps=100)
+    cf = out.counterfactuals
+    assert out.deltas.shape == (9, 3) and torch.isfinite(out.deltas).all() and out.descriptor_names == names
+    assert cf.projection_ok.tolist() == [True] * 8 + [False]  # the failed projection is marked
+    assert cf.original_latents.free.shape == (9, 6) and cf.success.all()
+    # the deltas are the probes' change between the projected and the counterfactual latents
+    torch.testing.assert_close(out.deltas, cda.probes_.predict(cf.latents.free) - cda.probes_.predict(
+        cf.original_latents.free))
+    # the brightness probe moves the way the decoded images' brightness moves, towards the target class
+    measured = cda.measure_images(image_descriptors, cf)
+    towards = torch.where(clf(x).argmax(1) == 0, 1.0, -1.0)
+    assert ((out.deltas[:, 0] * towards) > 0).all() and ((measured[:, 0] * towards) > 0).all()
+    glob = cda.global_attribution(cf, positive_class=1)
+    assert glob.transitions == [(-1, 1)] and int(glob.counts[0]) == 9 and glob.get(-1, 1)[0] > 0
+    # re-encoding projects the decoded original and counterfactual again; brightness still moves the same way
+    again = cda.attribute(x, counterfactuals=cf, reencode=True)
+    assert again.shape == (9, 3) and torch.isfinite(again).all() and ((again[:, 0] * towards) > 0).all()
+
+
+def test_sufficiency_necessity_runs_on_the_gan_unchanged(gan_world):
+    g, aux, clf, x = gan_world
+    z = g.encode(aux).free
+    d = image_descriptors(aux)
+    probes = LatentProbes().fit(z, torch.stack([(d[:, 0] > clf.threshold).float(), d[:, 1]], 1),
+                                ["bright", "top_heavy"])
+
+    def oracle(im):
+        top, bottom = im[:, :, :4].flatten(1).mean(1), im[:, :, 4:].flatten(1).mean(1)
+        return torch.sigmoid(60 * torch.stack([im.flatten(1).mean(1) - clf.threshold, top - bottom], 1))
+
+    cfsn = CounterfactualSufficiencyNecessity(clf, g, LinearDirections(probes, z), oracle)
+    samples = torch.cat([g.decode(g.sample(60, torch.Generator().manual_seed(12))).detach(), x[-1:]])
+    res = cfsn.estimate(samples, target=1, n_bootstrap=100, generator=torch.Generator().manual_seed(0))
+    assert res.names == ["bright", "top_heavy"] and res.latents.shape == (61, 6)
+    assert res.nec.shape == (2,) and res.nec_ci.shape == (2, 2) and res.prob_add.shape == (61, 2)
+    assert ((res.prob >= 0) & (res.prob <= 1)).all() and torch.isfinite(res.prob_add).all()
+    assert res.extra["projection_ok"].tolist() == [True] * 60 + [False]  # failed projections are flagged
+    assert (res.n_nec > 0).all() and (res.n_suf > 0).all() and (res.kept > 0.7).all()
+    # the classifier reads brightness alone: "bright" is necessary and sufficient, "top_heavy" much less so
+    assert res.nec[0] > 0.9 and res.suf[0] > 0.9 and res.nesuf[0] > 0.9
+    assert res.nec[1] < 0.5 and res.nesuf[1] < 0.5
+    eff = cfsn.attribute(samples[:5], target=1)
+    assert eff.shape == (5, 2) and ((eff >= -1) & (eff <= 1)).all() and eff[:, 0].mean() > eff[:, 1].mean()

@@ -66,6 +66,9 @@ class SufficiencyNecessityOutput:
         latents: ``(N, d)`` the samples; latents_add, latents_remove: ``(N, k, d)`` the intervened latents
             (``None`` with ``keep_latents=False``).
         confidence: level of the intervals.
+        extra: ``causal_graph`` (whether one was used) and, for samples encoded by optimisation (e.g.
+            :class:`~captum_cfx.generators.GANGenerator`), ``projection_ok``: ``(N,)`` bool, False where the
+            sample is a failed projection of its image.
     """
 
     names: list[str]
@@ -495,7 +498,8 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
             names=names, mode=mode, **est, kept_add=kept_add, kept_remove=kept_rem, others_changed=others,
             prob=p0, prob_add=p_add, prob_remove=p_rem, state=s0, valid_add=v_add, valid_remove=v_rem,
             latents=z.cpu(), latents_add=z_add, latents_remove=z_rem, confidence=confidence,
-            extra={"causal_graph": self.causal_graph is not None},
+            extra={"causal_graph": self.causal_graph is not None,
+                   **({"projection_ok": fixed["projection_ok"].cpu()} if "projection_ok" in fixed else {})},
         )
 
     @staticmethod

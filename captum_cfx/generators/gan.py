@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
-from collections.abc import Callable, Mapping
+import types
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from captum_cfx._utils import eval_mode
 from captum_cfx._validation import check_positive
@@ -60,15 +63,91 @@ def _call_split(generator: nn.Module) -> tuple[Callable | None, Callable]:
     return None, generator
 
 
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def _foldable_pairs(module: nn.Module) -> Iterator[tuple[nn.Sequential, int]]:
+    """``(container, i)`` for each eval-mode batch norm at ``container[i + 1]`` that directly follows a
+    convolution, transposed convolution (one group) or linear layer ``container[i]`` of matching width
+    in an ``nn.Sequential``."""
+    for seq in module.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        mods = list(seq)
+        for i in range(len(mods) - 1):
+            a, b = mods[i], mods[i + 1]
+            if not isinstance(b, nn.modules.batchnorm._BatchNorm) or b.training or b.running_mean is None:
+                continue
+            width = (a.out_channels if isinstance(a, _CONV + _CONV_T) else
+                     a.out_features if isinstance(a, nn.Linear) else None)
+            if width != b.num_features or a.training or (isinstance(a, _CONV_T) and a.groups != 1):
+                continue
+            yield seq, i
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+               or getattr(m, "_backward_pre_hooks", None) for m in module.modules())
+
+
+def _fused_copy(module: nn.Module, channels_last: bool) -> nn.Module | None:
+    """An eval-mode copy of ``module`` with its batch norms folded into the preceding layers (see
+    :func:`_foldable_pairs`) and, with ``channels_last``, its 4-d weights in channels-last memory format;
+    frozen (no parameter requires grad). ``None`` if there is nothing to fold, the module has hooks
+    (a copy would not run them) or cannot be copied. The copy computes the same function up to float
+    rounding."""
+    if _has_hooks(module) or next(_foldable_pairs(module), None) is None:
+        return None
+    try:
+        fused = copy.deepcopy(module)
+    except Exception as e:  # a module that cannot be copied is used as it is
+        logger.debug("not fusing %s: %s", type(module).__name__, e)
+        return None
+    for seq, i in list(_foldable_pairs(fused)):
+        a, b = seq[i], seq[i + 1]
+        if isinstance(a, nn.Linear):
+            seq[i] = fuse_linear_bn_eval(a, b)
+        else:
+            seq[i] = fuse_conv_bn_eval(a, b, transpose=isinstance(a, _CONV_T))
+        seq[i + 1] = nn.Identity()
+    fused.requires_grad_(False)
+    if channels_last and any(isinstance(m, nn.Conv2d) for m in fused.modules()):
+        fused = fused.to(memory_format=torch.channels_last)
+    return fused
+
+
+def _fingerprint(modules: list[nn.Module]) -> tuple:
+    """Changes whenever a parameter or buffer of ``modules`` is replaced, moved or modified in place."""
+    return tuple((id(t), t.data_ptr(), t._version) for m in modules for t in (*m.parameters(), *m.buffers()))
+
+
+def _channels_last_input(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """``fn`` on its 4-d input laid out channels-last (for a network whose weights are)."""
+
+    def run(x: Tensor) -> Tensor:
+        return fn(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
+
+    return run
+
+
+@dataclass
+class _Nets:
+    """The callables one inversion runs: ``synthesis(w, **noise)`` and ``features(images)`` (or ``None``)."""
+
+    synthesis: Callable
+    features: Callable[[Tensor], Tensor] | None
+
+
 class GANGenerator(LatentGenerator):
     """Wrap a GAN generator ``G(z)`` (optionally with a mapping network ``z -> w``) as a latent space.
 
     ``decode`` is the generator. ``encode`` projects images into its latent by optimisation, in batches,
     as Goldwasser & Hooker (2025, seed 000) did for a StyleGAN3 with no encoder: the best of
     ``num_starts`` random starts, then Adam (or AdamW) on the latent minimising a reconstruction loss,
-    pixel mean squared error plus ``feature_weight`` times the mean squared distance of features from a
-    feature network. Each sample stops on its own once its loss has not improved by a relative ``tol``
-    for ``patience`` steps, and keeps the best latent it visited.
+    ``pixel_weight`` times the pixel mean squared error plus ``feature_weight`` times the mean squared
+    distance of features from a feature network. Each sample stops on its own once its loss has not
+    improved by a relative ``tol`` for ``patience`` steps, and keeps the best latent it visited.
 
     The latent is either ``z`` (the prior, ``N(0, I)``) or ``w``, the output of the mapping network
     (StyleGAN's W space, which Alipour et al. 2022 (seed 001) search). In W space the random starts are
@@ -82,10 +161,12 @@ class GANGenerator(LatentGenerator):
 
     How ours differs from the reference: the reference projects one image at a time with AdamW for a
     fixed ~500 steps on LPIPS; we project a batch with per-sample early stopping and per-sample optimiser
-    state, and the perceptual term uses a domain feature network (LPIPS needs downloaded weights). Use
-    ``optimizer="adamw"``, ``tol=0`` (no early stop), ``steps=500`` and your own ``feature_network``
-    for the reference behaviour; AdamW's decay here pulls towards the centre of the prior
-    (``w_mean``).
+    state, and the perceptual term uses a domain feature network (LPIPS needs downloaded weights). The
+    reference remains an option: ``optimizer="adamw"``, ``tol=0`` (no early stop), ``steps=500``,
+    ``pixel_weight=0`` and an LPIPS ``feature_network`` (LPIPS is a squared distance between scaled,
+    channel-normalised VGG features, so it is the mean squared distance of those features up to a
+    constant factor, which ``feature_weight`` absorbs; ``docs/gan.md`` shows one). AdamW's decay here
+    pulls towards the centre of the prior (``w_mean``).
 
     Args:
         generator: the GAN generator, a module. If ``mapping`` is ``None`` and the module has callable
@@ -103,6 +184,9 @@ class GANGenerator(LatentGenerator):
             feature term otherwise; ``None`` for pixel loss only.
         feature_weight: weight of the feature distance (the mnist-oracle features' mean squared distances
             are on the scale of pixel ones; 0.3 gave the best class preservation on the shipped GAN).
+        pixel_weight: weight of the pixel mean squared error in the loss (0 with a feature network: a
+            purely perceptual loss, as the reference's LPIPS). The reported ``projection_error`` is the
+            pixel MSE whatever the weights.
         num_starts: K, random starts per image; the best (lowest loss) one is optimised.
         steps: maximum optimisation steps.
         lr: Adam step size, in latent units (standardised W by default).
@@ -120,6 +204,15 @@ class GANGenerator(LatentGenerator):
             ``False`` exposes raw ``w`` (then scale ``lr`` to W's spread). :meth:`to_w` gives raw ``w``.
         seed: seed of the ``torch.Generator`` used when :meth:`encode` gets none (so encoding is
             deterministic by default).
+        fuse: invert with copies of the synthesis and feature networks in which every eval-mode batch
+            norm that follows a convolution or linear layer in an ``nn.Sequential`` is folded into it, and
+            (on CPU) the feature network runs channels-last. The same functions up to float rounding,
+            about 1.3x faster on CPU for the shipped networks. The copies are cached and rebuilt when a
+            parameter or buffer changes; networks with hooks, or nothing to fold, are used as they are.
+            ``decode`` and the reported errors always use the networks as they are.
+        chunk_size: images per forward/backward pass during inversion (per-sample losses, so the
+            results do not depend on it). ``None``: 64 on CPU, where cache-sized batches run fastest,
+            and all at once on other devices.
 
     Shape:
         - encode: ``(N, C, H, W)`` in ``input_range`` -> ``Latent(free=(N, z_dim or w_dim))``
@@ -147,6 +240,7 @@ class GANGenerator(LatentGenerator):
         image_shape: tuple[int, int, int] | None = None,
         feature_network: Callable[[Tensor], Tensor] | str | None = "auto",
         feature_weight: float = 0.3,
+        pixel_weight: float = 1.0,
         num_starts: int = 16,
         steps: int = 150,
         lr: float = 0.1,
@@ -160,6 +254,8 @@ class GANGenerator(LatentGenerator):
         n_mean_samples: int = 4096,
         normalize: bool = True,
         seed: int = 0,
+        fuse: bool = True,
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__(input_range, image_shape)
         if not callable(generator):
@@ -188,7 +284,8 @@ class GANGenerator(LatentGenerator):
         for name in self.noise_shapes:
             if name in PROJECTION_KEYS:
                 raise ValueError(f"`noise_shapes` may not use the reserved name {name!r}")
-        for name, value in (("feature_weight", feature_weight), ("lr", lr), ("truncation", truncation),
+        for name, value in (("feature_weight", feature_weight), ("pixel_weight", pixel_weight), ("lr", lr),
+                            ("truncation", truncation),
                             ("tol", tol), ("weight_decay", weight_decay)):
             check_positive(value, name, allow_zero=name not in ("lr",))
         for name, value in (("num_starts", num_starts), ("patience", patience), ("n_mean_samples", n_mean_samples)):
@@ -206,9 +303,19 @@ class GANGenerator(LatentGenerator):
         self.tol, self.patience, self.error_threshold, self.seed = float(tol), patience, error_threshold, seed
         if not isinstance(normalize, bool):
             raise TypeError(f"`normalize` must be a bool; got {type(normalize).__name__}")
+        if not isinstance(fuse, bool):
+            raise TypeError(f"`fuse` must be a bool; got {type(fuse).__name__}")
+        if chunk_size is not None:
+            check_positive(chunk_size, "chunk_size", integer=True)
+        self.fuse, self.chunk_size = fuse, chunk_size
+        self._fused_cache: tuple[tuple, _Nets] | None = None
         self.normalize = normalize and latent_space == "w"
 
         self.feature_network = self._resolve_features(feature_network)
+        self.pixel_weight = float(pixel_weight)
+        if self.pixel_weight == 0 and (self.feature_network is None or self.feature_weight == 0):
+            raise ValueError("`pixel_weight=0` needs a feature term (a `feature_network` and `feature_weight` > 0): "
+                             "otherwise the loss is zero")
         # the latent size: z_dim, or the mapping's output size (probed)
         with torch.no_grad(), eval_mode(self):
             z = torch.zeros(2, z_dim, device=self.device, dtype=self.dtype)
@@ -274,12 +381,52 @@ class GANGenerator(LatentGenerator):
         free = self._as_latent(latent).free
         return self.w_mean + self.w_std * free if self.normalize else free
 
-    def _render(self, free: Tensor, noise: Mapping[str, Tensor]) -> Tensor:
+    def _render(self, free: Tensor, noise: Mapping[str, Tensor], nets: _Nets | None = None) -> Tensor:
         if self.normalize:
             free = self.w_mean + self.w_std * free
         if self.latent_space == "z" and self.mapping_fn is not None:
             free = self.mapping_fn(free)
-        return self._synthesize(free, noise)
+        if nets is None or nets.synthesis is self.synthesis_fn:
+            return self._synthesize(free, noise)
+        return nets.synthesis(free, **noise) if noise else nets.synthesis(free)
+
+    def _nets(self, device: torch.device) -> _Nets:
+        """The networks :meth:`project` runs: with ``fuse``, cached fused copies (see ``fuse``)."""
+        plain = _Nets(self.synthesis_fn, self.feature_network)
+        if not self.fuse:
+            return plain
+        owners = []
+        for fn in (self.synthesis_fn, self.feature_network):
+            owner = fn if isinstance(fn, nn.Module) else getattr(fn, "__self__", None)
+            owners.append(owner if isinstance(owner, nn.Module) else None)
+        key = (_fingerprint([m for m in owners if m is not None]), device.type,
+               tuple(m.training for o in owners if o is not None for m in o.modules()),
+               tuple(_has_hooks(o) for o in owners if o is not None))  # a hook added later: use the original
+        if self._fused_cache is not None and self._fused_cache[0] == key:
+            return self._fused_cache[1]
+        fns: list[Callable | None] = []
+        for fn, owner, cl in ((self.synthesis_fn, owners[0], False),
+                              (self.feature_network, owners[1], device.type == "cpu")):
+            fused = _fused_copy(owner, channels_last=cl) if owner is not None else None
+            if fused is None:
+                fns.append(fn)
+                continue
+            bound = fused if isinstance(fn, nn.Module) else types.MethodType(fn.__func__, fused)  # type: ignore[union-attr]
+            fns.append(_channels_last_input(bound) if cl else bound)
+        nets = _Nets(fns[0], fns[1])  # type: ignore[arg-type]
+        self._fused_cache = (key, nets)
+        return nets
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave out the cached fused networks (the next projection rebuilds them)."""
+        state = self.__dict__.copy()
+        state["_fused_cache"] = None
+        return state
+
+    def _chunk(self, device: torch.device) -> int:
+        if self.chunk_size is not None:
+            return self.chunk_size
+        return 64 if device.type == "cpu" else 1 << 62
 
     def decode(self, latent: Latent | Tensor) -> Tensor:
         lat = self._as_latent(latent)
@@ -305,17 +452,19 @@ class GANGenerator(LatentGenerator):
                 z = z / self.w_std if self.normalize else z + self.w_mean
         return Latent(z, noise)
 
-    def _loss(self, img: Tensor, x: Tensor, fx: Tensor | None) -> Tensor:
+    def _loss(self, img: Tensor, x: Tensor, fx: Tensor | None, nets: _Nets) -> Tensor:
         loss = (img - x).flatten(1).pow(2).mean(1)
-        if fx is not None and self.feature_weight > 0:
-            loss = loss + self.feature_weight * (self.feature_network(img) - fx).flatten(1).pow(2).mean(1)
+        if self.pixel_weight != 1.0:
+            loss = self.pixel_weight * loss
+        if fx is not None and nets.features is not None and self.feature_weight > 0:
+            loss = loss + self.feature_weight * (nets.features(img) - fx).flatten(1).pow(2).mean(1)
         return loss
 
-    def _features(self, x: Tensor) -> Tensor | None:
-        if self.feature_network is None or self.feature_weight == 0:
+    def _features(self, x: Tensor, nets: _Nets) -> Tensor | None:
+        if nets.features is None or self.feature_weight == 0:
             return None
         with torch.no_grad():
-            return torch.cat([self.feature_network(c) for c in x.split(512)])
+            return torch.cat([nets.features(c) for c in x.split(min(512, 4 * self._chunk(x.device)))])
 
     # ------------------------------------------------------------------ inversion
     def encode(self, x: Tensor, generator: torch.Generator | None = None) -> Latent:
@@ -344,11 +493,14 @@ class GANGenerator(LatentGenerator):
         x = x.to(self.dtype)
         n = x.shape[0]
         with eval_mode(self), torch.enable_grad():
-            fx = self._features(x)
-            free, noise, start_err = self._best_start(x, fx, generator)
-            free, n_steps = self._optimise(x, fx, free, noise)
-            with torch.no_grad():
-                proj = self._render(free, noise)
+            nets = self._nets(x.device)
+            fx = self._features(x, nets)
+            free, noise, start_err = self._best_start(x, fx, generator, nets)
+            free, n_steps = self._optimise(x, fx, free, noise, nets)
+            c = self._chunk(x.device)
+            with torch.no_grad():  # the report uses the networks as they are, as decode does
+                proj = torch.cat([self._render(free[i : i + c], {k: v[i : i + c] for k, v in noise.items()})
+                                  for i in range(0, n, c)])
         err = (proj - x).flatten(1).pow(2).mean(1)
         ok = err <= self.error_threshold if self.error_threshold is not None else torch.ones_like(err, dtype=torch.bool)
         latent = Latent(free, {**noise, "projection_error": err, "projection_ok": ok})
@@ -361,28 +513,44 @@ class GANGenerator(LatentGenerator):
         return out
 
     @torch.no_grad()
-    def _best_start(self, x: Tensor, fx: Tensor | None, g: torch.Generator) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    def _best_start(self, x: Tensor, fx: Tensor | None, g: torch.Generator,
+                    nets: _Nets) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         n, k = x.shape[0], self.num_starts
         cand = self.sample(n * k, generator=g)  # row i*k + j: start j of image i
         noise = {name: v.view(n, k, *v.shape[1:])[:, 0] for name, v in cand.fixed.items()}
         losses, errs = [], []
-        chunk = max(1, 2048 // k)
+        chunk = max(1, min(2048, 2 * self._chunk(x.device)) // k)  # images per pass: up to 2 chunks of rows
         for lo in range(0, n, chunk):
             hi = min(lo + chunk, n)
             rows = slice(lo * k, hi * k)
             nz = {name: v[lo:hi].repeat_interleave(k, 0) for name, v in noise.items()}
-            img = self._render(cand.free[rows], nz)
+            img = self._render(cand.free[rows], nz, nets)
             xr = x[lo:hi].repeat_interleave(k, 0)
             fr = fx[lo:hi].repeat_interleave(k, 0) if fx is not None else None
-            losses.append(self._loss(img, xr, fr).view(-1, k))
+            losses.append(self._loss(img, xr, fr, nets).view(-1, k))
             errs.append((img - xr).flatten(1).pow(2).mean(1).view(-1, k))
         loss, err = torch.cat(losses), torch.cat(errs)
         best = loss.argmin(1)
         free = cand.free.view(n, k, *cand.free.shape[1:])[torch.arange(n, device=x.device), best]
         return free.clone(), noise, err.gather(1, best[:, None]).squeeze(1)
 
-    def _optimise(self, x: Tensor, fx: Tensor | None, free: Tensor,
-                  noise: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def _loss_grad(self, z: Tensor, rows: Tensor, x: Tensor, fx: Tensor | None, noise: dict[str, Tensor],
+                   nets: _Nets) -> tuple[Tensor, Tensor]:
+        """Per-sample losses of latents ``z`` for images ``rows`` and their gradients, ``chunk_size``
+        images at a time (the losses are per sample, so chunking changes nothing but speed)."""
+        c = self._chunk(z.device)
+        losses, grads = [], []
+        for zc, rc in zip(z.split(c), rows.split(c)):
+            zr = zc.detach().requires_grad_(True)
+            img = self._render(zr, {k: v[rc] for k, v in noise.items()}, nets)
+            loss = self._loss(img, x[rc], fx[rc] if fx is not None else None, nets)
+            (grad,) = torch.autograd.grad(loss.sum(), zr)
+            losses.append(loss.detach())
+            grads.append(grad)
+        return torch.cat(losses), torch.cat(grads)
+
+    def _optimise(self, x: Tensor, fx: Tensor | None, free: Tensor, noise: dict[str, Tensor],
+                  nets: _Nets) -> tuple[Tensor, Tensor]:
         n = x.shape[0]
         opt = LatentAdam(self.lr)
         best_z = free.detach().clone()
@@ -393,11 +561,7 @@ class GANGenerator(LatentGenerator):
         z, state = free.detach().clone(), opt.init_state(free)
         center = self.w_mean if self.latent_space == "w" and not self.normalize else torch.zeros_like(self.w_mean)
         for t in range(1, self.steps + 1):
-            zr = z.detach().requires_grad_(True)
-            nz = {k: v[active] for k, v in noise.items()}
-            loss = self._loss(self._render(zr, nz), x[active], fx[active] if fx is not None else None)
-            (grad,) = torch.autograd.grad(loss.sum(), zr)
-            loss = loss.detach()
+            loss, grad = self._loss_grad(z, active, x, fx, noise, nets)
             improved = loss < best_loss[active] * (1 - self.tol)
             better = loss < best_loss[active]
             rows = active[better]
@@ -420,8 +584,11 @@ class GANGenerator(LatentGenerator):
                     z = z - opt.lr * self.weight_decay * (z - center)
         if active.numel() > 0:  # the last step's result is not evaluated yet
             with torch.no_grad():
-                nz = {k: v[active] for k, v in noise.items()}
-                loss = self._loss(self._render(z, nz), x[active], fx[active] if fx is not None else None)
+                c = self._chunk(x.device)
+                loss = torch.cat([
+                    self._loss(self._render(zc, {k: v[rc] for k, v in noise.items()}, nets), x[rc],
+                               fx[rc] if fx is not None else None, nets)
+                    for zc, rc in zip(z.split(c), active.split(c))])
                 better = loss < best_loss[active]
                 best_z[active[better]] = z[better]
         return best_z.detach(), n_steps
