@@ -445,5 +445,8 @@ def test_sufficiency_necessity_runs_on_the_gan_unchanged(gan_world):
     # the classifier reads brightness alone: "bright" is necessary and sufficient, "top_heavy" much less so
     assert res.nec[0] > 0.9 and res.suf[0] > 0.9 and res.nesuf[0] > 0.9
     assert res.nec[1] < 0.5 and res.nesuf[1] < 0.5
+    # n_samples draws from the GAN's own prior (mapped W), not a standard normal
+    drawn = cfsn.estimate(n_samples=40, target=1, n_bootstrap=10, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(drawn.latents, g.sample(40, torch.Generator().manual_seed(3)).free.flatten(1))
     eff = cfsn.attribute(samples[:5], target=1)
     assert eff.shape == (5, 2) and ((eff >= -1) & (eff <= 1)).all() and eff[:, 0].mean() > eff[:, 1].mean()

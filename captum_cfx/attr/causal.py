@@ -384,7 +384,7 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
         given = [inputs is not None, latents is not None, n_samples is not None]
         if sum(given) != 1:
             raise ValueError("give exactly one of `inputs` (images to encode), `latents` and `n_samples` "
-                             "(draws from the generator's standard normal prior)")
+                             "(draws from the generator's prior)")
         if inputs is not None:
             tup, _ = format_inputs(inputs)
             x = self.generator.check_images(tup[0], "inputs")
@@ -399,6 +399,10 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
                                  f"{getattr(latents, 'shape', type(latents).__name__)}")
             return latents.detach().flatten(1), {}
         check_positive(n_samples, "n_samples", integer=True)
+        draw = getattr(self.generator, "sample", None)
+        if callable(draw):  # the generator's own prior (e.g. a GAN's mapped W), with its fixed part
+            lat = draw(int(n_samples), generator=generator)
+            return lat.free.detach().flatten(1), {k: v.detach() for k, v in lat.fixed.items()}
         z = torch.randn(int(n_samples), self.intervention.latent_dim_, generator=generator)
         return z.to(self.generator.device, self.generator.dtype), {}
 
@@ -427,7 +431,8 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
                 models; ignored for one-logit models).
             additional_forward_args: extra arguments of ``forward_func`` (tensors with ``N`` rows are batched).
             latents: ``(N, d)`` latents (or a ``Latent``) to use as the samples.
-            n_samples: draw this many latents from a standard normal prior instead.
+            n_samples: draw this many latents from the generator's prior instead: its ``sample(n,
+                generator=...)`` method where it has one (e.g. a GAN's mapped W), else a standard normal.
             mode: ``"contrastive"`` or ``"causal"`` (see the class docstring).
             n_bootstrap: bootstrap resamples for the intervals.
             confidence: interval level.
