@@ -56,15 +56,21 @@ def _batches(family: str, g: torch.Generator):
         yield world.sample(BATCH, generator=g).images * 2 - 1
 
 
-def train_diffusion(r: Recipe, steps: int, lr: float = 2e-3, ema_decay: float = 0.995) -> nn.Module:
-    """Train a :class:`DDPMWeights` or :class:`DiffAEWeights`; returns the EMA model in eval mode."""
+def train_diffusion(r: Recipe, steps: int, lr: float = 2e-3, ema_decay: float = 0.995,
+                    device: str | torch.device = "cpu") -> nn.Module:
+    """Train a :class:`DDPMWeights` or :class:`DiffAEWeights`; returns the EMA model, on CPU, in eval mode.
+
+    ``device`` is where the steps run (``"cuda"`` on a GPU machine); batches, timesteps and noise are drawn
+    on the CPU from the recipe's seed either way, so a run sees the same data on any device.
+    """
     from diffusers import DDPMScheduler
 
     from captum_cfx.zoo._registry import resolve_class
 
     torch.manual_seed(r.seed)
     g = torch.Generator().manual_seed(r.seed)
-    model = resolve_class(r.cls)(**r.config)
+    dev = torch.device(device)
+    model = resolve_class(r.cls)(**r.config).to(dev)
     ema = copy.deepcopy(model).requires_grad_(False)
     sched = DDPMScheduler(**r.config["scheduler"])
     alphas = sched.alphas_cumprod
@@ -79,6 +85,7 @@ def train_diffusion(r: Recipe, steps: int, lr: float = 2e-3, ema_decay: float = 
         t = torch.randint(0, len(alphas), (len(x0),), generator=g)
         noise = torch.randn(x0.shape, generator=g)
         a = alphas[t].view(-1, 1, 1, 1)
+        x0, t, noise, a = x0.to(dev), t.to(dev), noise.to(dev), a.to(dev)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = model.cond(model.encoder(x0)) if conditioned else None
         loss = F.mse_loss(model.unet(xt, t, class_labels=cond).sample, noise)
@@ -95,7 +102,7 @@ def train_diffusion(r: Recipe, steps: int, lr: float = 2e-3, ema_decay: float = 
         if step % 100 == 0 or step == steps:
             print(f"[{r.cls.split(':')[-1]}] step {step}/{steps} loss {running:.4f} ({time.time() - t0:.0f}s)",
                   file=sys.stderr, flush=True)
-    return ema.eval()
+    return ema.cpu().eval()
 
 
 def _wrap(model: nn.Module, steps: int = 10):

@@ -14,6 +14,7 @@ Training never happens inside tests.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import sys
@@ -196,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", nargs="?", help="model to train; omit to list them")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder for the weights")
+    p.add_argument("--device", default="cpu",
+                   help="where to train, for recipes that support it (the diffusion models): cpu or cuda")
     a = p.parse_args(argv)
     recipes = _all_recipes()
     if a.name is None:
@@ -206,7 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown model {a.name!r}; choose from {sorted(recipes)}")
     r = recipes[a.name]
     t0 = time.time()
-    model = r.train(r, a.epochs or r.epochs)
+    kwargs = {}
+    if a.device != "cpu":
+        if "device" not in inspect.signature(r.train).parameters:
+            p.error(f"--device: the {a.name!r} recipe trains on CPU only")
+        kwargs["device"] = a.device
+    model = r.train(r, a.epochs or r.epochs, **kwargs)
     seconds = time.time() - t0
     # evaluate the fp16-rounded weights that are actually shipped
     model.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()})
