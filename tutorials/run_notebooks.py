@@ -1,8 +1,12 @@
 """Execute every tutorial notebook with nbclient; fail loudly on the first error.
 
     CFX_TUTORIAL_N=20 python tutorials/run_notebooks.py
+
+Kernels run with one intra-op thread (``OMP_NUM_THREADS=1`` unless set): with two threads on a machine whose
+other core is busy, torch's OpenMP barriers made notebook 04 ten times slower (230 s vs 22 s).
 """
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the kernels
     failed = 0
     for path in sorted(HERE.glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
