@@ -24,7 +24,8 @@ def main() -> int:
         nb = nbformat.read(path, as_version=4)
         t0 = time.perf_counter()
         try:
-            NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
+            client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(HERE)}})
+            client.execute()
             print(f"ok    {path.name} ({time.perf_counter() - t0:.1f}s)")
         except Exception as e:  # noqa: BLE001 - report every failing notebook
             failed += 1
