@@ -22,9 +22,11 @@ space (Counterfactual Attacks, Goldwasser & Hooker 2025), look at them with Capt
 and put the resulting pixel maps next to Captum's `IntegratedGradients` and `Saliency`.
 Everything runs on CPU with data and weights that ship with the package."""),
     ("code", """import os
+
 import matplotlib.pyplot as plt
 import torch
 from captum.attr import IntegratedGradients, Saliency
+
 from captum_cfx import LatentCounterfactualAttack
 from captum_cfx.datasets import load_mnist
 from captum_cfx.metrics import oracle_agreement
@@ -44,7 +46,8 @@ oracle = load_pretrained("mnist-oracle")"""),
     ("code", """attack = LatentCounterfactualAttack(model, generator)
 out = attack.generate(x, target=target)
 print(f"flip rate {out.success_rate:.1%}, mean steps {out.n_steps.float().mean():.1f}")
-print(f"independent oracle sees the target in {oracle_agreement(oracle, out.counterfactuals, target, out.success).value:.1%}")
+agree = oracle_agreement(oracle, out.counterfactuals, target, out.success).value
+print(f"independent oracle sees the target in {agree:.1%}")
 maps = out.counterfactuals - out.reconstructions
 fig = counterfactual_grid(x, out.reconstructions, out.counterfactuals, maps,
                           [f"{int(a)}→{int(b)}" for a, b in zip(y, target)], max_rows=4)"""),
@@ -71,7 +74,9 @@ properties. Following Goldwasser & Hooker (2025) we fit one linear probe per des
 latent codes of an auxiliary data set (here Morpho-MNIST-style measurements of training digits) and read
 each counterfactual's change `delta_j = probe_j(z_cf) - probe_j(z0)` without decoding anything."""),
     ("code", """import os
+
 import torch
+
 from captum_cfx import CounterfactualDescriptorAttribution, Morphometry
 from captum_cfx.datasets import load_mnist
 from captum_cfx.zoo import load_generator, load_pretrained

@@ -20,9 +20,11 @@ We ask the shipped MNIST classifier a binary question, **3 vs 8** (`classes=(3, 
 `logit[8] - logit[3]`), fit directions on one test 8, and apply them to held-out 8s. Everything runs on CPU
 with the shipped models ([docs](../docs/global_directions.md), [Latent IG docs](../docs/latent_ig.md))."""),
     ("code", """import os
+
 import matplotlib.pyplot as plt
 import torch
 from captum.attr import IntegratedGradients, Saliency
+
 from captum_cfx import GlobalCounterfactualDirections, LatentIntegratedGradients
 from captum_cfx.datasets import load_mnist
 from captum_cfx.gallery import gcd_grid_figure

@@ -18,7 +18,10 @@ We use the attribute world (cartoon faces with a known causal graph) and two smi
 with the package: one trained where eyeglasses agree with smile 90 % of the time (a planted spurious
 correlation), and one trained on decorrelated data ([docs](../docs/causal.md))."""),
     ("code", """import os
+import tempfile
+
 import torch
+
 from captum_cfx import CounterfactualSufficiencyNecessity, LatentProbes, LinearDirections, ShiftPredictor
 from captum_cfx.attr import plot_sufficiency_necessity
 from captum_cfx.datasets import CAUSAL_GRAPH, AttributeWorld
@@ -30,7 +33,12 @@ world = AttributeWorld()
 names = list(world.factor_names)
 gen = load_generator("world-vae")
 oracle_net = load_pretrained("world-oracle")
-oracle = lambda images: torch.sigmoid(oracle_net(images))   # attribute readings in [0, 1]
+
+
+def oracle(images):  # attribute readings in [0, 1]
+    return torch.sigmoid(oracle_net(images))
+
+
 spurious = load_pretrained("world-smile-spurious")
 decorrelated = load_pretrained("world-smile-decorrelated")"""),
     ("md", """## Interventions: linear directions
@@ -77,7 +85,6 @@ steps give the benchmark's numbers; we take fewer here), then save it as safeten
                           generator=torch.Generator().manual_seed(0))
 res = CounterfactualSufficiencyNecessity(spurious, gen, sp, oracle).estimate(x, target=1, n_bootstrap=200)
 print({n: round(float(v), 2) for n, v in zip(names, res.kept)})
-import tempfile
 with tempfile.TemporaryDirectory() as d:
     sp.save_pretrained(d)
     print(ShiftPredictor.from_pretrained(d))"""),

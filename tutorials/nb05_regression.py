@@ -21,8 +21,10 @@ A regressor answers "how much?": an age, a severity score, a count. Its counterf
 We use the squares world, where the target is the grey level of the inner square and every factor can be
 read back from the pixels exactly ([docs](../docs/regression.md))."""),
     ("code", """import os
+
 import matplotlib.pyplot as plt
 import torch
+
 from captum_cfx import DiffusionPixelCounterfactual, LatentCounterfactualAttack, RegressionTarget
 from captum_cfx.datasets import Squares
 from captum_cfx.metrics import factor_changes, sparsity
@@ -82,8 +84,11 @@ for d in changes:
     steps.append(o_d.n_steps.float().mean().item())
     changed.append(sparsity(o_d.counterfactuals, x[low]).value)
 fig, ax = plt.subplots(1, 2, figsize=(7, 2.6))
-ax[0].plot(changes, steps, marker="o"); ax[0].set_xlabel("requested change |y~ - y|"); ax[0].set_ylabel("steps")
-ax[1].plot(changes, changed, marker="o"); ax[1].set_xlabel("requested change |y~ - y|")
+ax[0].plot(changes, steps, marker="o")
+ax[0].set_xlabel("requested change |y~ - y|")
+ax[0].set_ylabel("steps")
+ax[1].plot(changes, changed, marker="o")
+ax[1].set_xlabel("requested change |y~ - y|")
 ax[1].set_ylabel("fraction of pixels changed")
 fig.tight_layout()"""),
     ("md", """## Pixel-space counterfactuals (AC-RE)
