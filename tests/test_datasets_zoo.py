@@ -94,3 +94,11 @@ def test_train_cli_lists_models(capsys):
     out = capsys.readouterr().out
     for name in ("mnist-classifier", "mnist-oracle", "mnist-vae"):
         assert name in out
+
+
+def test_train_cli_refuses_a_device_for_cpu_only_recipes(capsys):
+    from captum_cfx.zoo.train import main
+
+    with pytest.raises(SystemExit) as e:  # refused before any training starts
+        main(["mnist-classifier", "--device", "cuda", "--out", "/nonexistent"])
+    assert e.value.code == 2 and "trains on CPU only" in capsys.readouterr().err

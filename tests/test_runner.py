@@ -270,3 +270,13 @@ def test_local_device_gives_each_local_rank_its_own_gpu(monkeypatch, env, device
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert local_device(device) == torch.device(expected)
+
+
+def test_local_device_rejects_a_non_integer_local_rank(monkeypatch):
+    from captum_cfx.runner import local_device
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "one")
+    with pytest.raises(ValueError, match="local rank"):
+        local_device("cuda")
