@@ -29,6 +29,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from _common import emit
 
 import captum_cfx
 from captum_cfx import GlobalCounterfactualDirections, LatentIntegratedGradients
@@ -130,11 +131,7 @@ def main() -> None:
               "gcd": {"runs": runs, "random_control": control},
               "lig": {"n_inputs": a.lig_n, "explained": "logit of the true label", "runs": lig_runs},
               "seconds": time.perf_counter() - t_all}
-    path = Path(__file__).parent / "results" / "diffae_directions_cpu.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print()
-    print(table(result))
+    emit(result, Path(__file__).parent / "results" / "diffae_directions_cpu.json", table)
 
 
 if __name__ == "__main__":

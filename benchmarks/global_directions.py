@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import emit
 
 import captum_cfx
 from captum_cfx import GlobalCounterfactualDirections
@@ -144,11 +145,7 @@ def main() -> None:
               "shared_alpha": alpha, "alpha_definition": "median ||z0|| over the 5,000 embedded MNIST digits",
               "grid": [round(v, 4) for v in grid.tolist()], "proxy_render_budget": a.budget, "runs": runs,
               "random_control": control, "diversity": diversity}
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print()
-    print(table(result))
+    emit(result, out, table)
 
 
 if __name__ == "__main__":
