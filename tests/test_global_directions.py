@@ -166,6 +166,10 @@ def test_errors(tiny):
         gcd.transfer(x, alphas=[-1.0])
     with pytest.raises(ValueError, match="`target` must hold classes"):
         gcd.transfer(x, target=2)
+    with pytest.raises(TypeError, match="`oracle` must be callable"):
+        gcd.globality(x, oracle="mnist-oracle")
+    with pytest.raises(ValueError, match="`internal_batch_size`"):
+        gcd.globality(x, internal_batch_size=0)
     with pytest.raises(ValueError, match="must be a folder"):
         GlobalCounterfactualDirections.from_pretrained("/nonexistent", clf, gen)
 

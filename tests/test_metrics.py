@@ -330,3 +330,14 @@ def test_update_readme_pastes_between_markers(tmp_path):
         update_readme(readme, out)
     with pytest.raises(ValueError, match="`out_dir`"):
         update_readme(readme, tmp_path)
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.5, True])
+def test_task_subset_needs_a_positive_int(n):
+    from captum_cfx import compare
+
+    task = compare.Task("t", "mnist", torch.zeros(3, 1, 2, 2), torch.zeros(3), torch.zeros(3), nn.Identity(),
+                        lambda v: v, nn.Identity())
+    with pytest.raises(ValueError, match="`n`"):
+        task.subset(n)
+    assert task.subset(5) is task and len(task.subset(2).images) == 2
