@@ -44,25 +44,35 @@ def _unet_cfg(size: int, channels: int, widths: list[int], conditioned: bool) ->
     return cfg
 
 
-def _batches(family: str, g: torch.Generator):
+def _batches(family: str, g: torch.Generator, batch: int = BATCH):
     """Infinite iterator of training batches in ``[-1, 1]``."""
     if family == "mnist":
         x, _ = load_mnist("train")
         while True:
-            idx = torch.randint(0, len(x), (BATCH,), generator=g)
+            idx = torch.randint(0, len(x), (batch,), generator=g)
             yield random_affine(x[idx], g, rot=6.0, scale=0.06, shift=1.0) * 2 - 1
     world = Squares()
     while True:
-        yield world.sample(BATCH, generator=g).images * 2 - 1
+        yield world.sample(batch, generator=g).images * 2 - 1
 
 
 def train_diffusion(r: Recipe, steps: int, lr: float = 2e-3, ema_decay: float = 0.995,
-                    device: str | torch.device = "cpu") -> nn.Module:
+                    device: str | torch.device = "cpu", batch: int = BATCH, lr_schedule: str = "onecycle",
+                    warmup: int = 500, max_seconds: float | None = None) -> nn.Module:
     """Train a :class:`DDPMWeights` or :class:`DiffAEWeights`; returns the EMA model, on CPU, in eval mode.
 
     ``device`` is where the steps run (``"cuda"`` on a GPU machine); batches, timesteps and noise are drawn
     on the CPU from the recipe's seed either way, so a run sees the same data on any device.
+
+    ``lr_schedule="onecycle"`` anneals over exactly ``steps``; ``"constant"`` warms up linearly over
+    ``warmup`` steps and then holds ``lr`` (DDPM's own recipe, with the EMA doing the averaging), so a run
+    stopped early by ``max_seconds`` (wall-clock budget) equals a run of the steps it reached. The number
+    of steps actually taken is stored on the returned model as ``trained_steps``.
     """
+    if lr_schedule not in ("onecycle", "constant"):
+        raise ValueError(f"lr_schedule must be 'onecycle' or 'constant', got {lr_schedule!r}")
+    if max_seconds is not None and lr_schedule != "constant":
+        raise ValueError("max_seconds needs lr_schedule='constant' (a one-cycle schedule is tied to `steps`)")
     from diffusers import DDPMScheduler
 
     from captum_cfx.zoo._registry import resolve_class
@@ -75,9 +85,12 @@ def train_diffusion(r: Recipe, steps: int, lr: float = 2e-3, ema_decay: float = 
     sched = DDPMScheduler(**r.config["scheduler"])
     alphas = sched.alphas_cumprod
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    lr_sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    if lr_schedule == "onecycle":
+        lr_sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    else:
+        lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / max(warmup, 1)))
     conditioned = hasattr(model, "encoder")
-    data = _batches("mnist" if r.config["unet"]["in_channels"] == 1 else "squares", g)
+    data = _batches("mnist" if r.config["unet"]["in_channels"] == 1 else "squares", g, batch)
     t0, running = time.time(), 0.0
     for step in range(1, steps + 1):
         model.train()
@@ -99,10 +112,15 @@ def train_diffusion(r: Recipe, steps: int, lr: float = 2e-3, ema_decay: float = 
             for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(p, 1 - d)
         running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
-        if step % 100 == 0 or step == steps:
+        out_of_time = max_seconds is not None and time.time() - t0 > max_seconds
+        if step % 100 == 0 or step == steps or out_of_time:
             print(f"[{r.cls.split(':')[-1]}] step {step}/{steps} loss {running:.4f} ({time.time() - t0:.0f}s)",
                   file=sys.stderr, flush=True)
-    return ema.cpu().eval()
+        if out_of_time:
+            break
+    ema = ema.cpu().eval()
+    ema.trained_steps = step
+    return ema
 
 
 def _wrap(model: nn.Module, steps: int = 10):
@@ -112,14 +130,20 @@ def _wrap(model: nn.Module, steps: int = 10):
     return cls.from_weights(model, num_inference_steps=steps, input_range=(0.0, 1.0)).eval()
 
 
-def _eval_mnist_diffae(model: nn.Module, n: int = 1000, steps: int = 20) -> dict:
+def _reconstruct(gen: nn.Module, x: Tensor, device: str | torch.device, bs: int) -> Tensor:
+    gen = gen.to(device)
+    with torch.no_grad():
+        rec = torch.cat([gen.decode(gen.encode(x[i : i + bs].to(device))).cpu() for i in range(0, len(x), bs)])
+    gen.cpu()
+    return rec
+
+
+def _eval_mnist_diffae(model: nn.Module, n: int = 1000, steps: int = 20, device: str | torch.device = "cpu") -> dict:
     from captum_cfx.zoo import load_pretrained
 
     x, y = load_mnist("test")
     x, y = x[:n], y[:n]
-    gen = _wrap(model, steps)
-    with torch.no_grad():
-        rec = torch.cat([gen.decode(gen.encode(x[i : i + 250])) for i in range(0, n, 250)])
+    rec = _reconstruct(_wrap(model, steps), x, device, 250)
     clf = load_pretrained("mnist-classifier")
     return {"classifier_accuracy_on_reconstructions": round(accuracy(clf, rec, y), 4),
             "reconstruction_mse": round(float(F.mse_loss(rec, x)), 5), "eval_images": n, "ddim_steps": steps}
@@ -134,11 +158,9 @@ def _squares_recon_metrics(x: Tensor, rec: Tensor, y: Tensor) -> dict:
             "position_kept": round(float((fx[:, 4:6] == fr[:, 4:6]).all(1).float().mean()), 4)}
 
 
-def _eval_squares_diffae(model: nn.Module, n: int = 400) -> dict:
+def _eval_squares_diffae(model: nn.Module, n: int = 400, device: str | torch.device = "cpu") -> dict:
     x, y, _ = Squares().sample(n, generator=torch.Generator().manual_seed(30_000))
-    gen = _wrap(model)
-    with torch.no_grad():
-        rec = torch.cat([gen.decode(gen.encode(x[i : i + 200])) for i in range(0, n, 200)])
+    rec = _reconstruct(_wrap(model), x, device, 200)
     return {**_squares_recon_metrics(x, rec, y), "eval_images": n, "ddim_steps": 10}
 
 

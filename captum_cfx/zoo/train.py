@@ -20,7 +20,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -122,6 +122,16 @@ class Recipe:
     targets: dict  # metric -> minimum required
     #: for generative models: how ``load_generator`` wraps it, ``{"wrapper": ..., **kwargs}``
     generator: dict | None = None
+    #: extra keyword arguments of ``train`` (batch size, learning-rate schedule, ...), saved with the weights
+    train_kwargs: dict = field(default_factory=dict)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """``base`` with ``over`` merged in, recursively for nested dicts."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _eval_classifier(model: nn.Module) -> dict:
@@ -172,7 +182,7 @@ def _all_recipes() -> dict[str, Recipe]:
 
 
 def save_model(name: str, model: nn.Module, recipe: Recipe, metrics: dict, seconds: float, out: Path,
-               epochs: int | None = None) -> None:
+               epochs: int | None = None, device: str = "cpu") -> None:
     """Write ``<name>.safetensors`` (fp16) and ``<name>.json`` atomically."""
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()
@@ -183,9 +193,13 @@ def save_model(name: str, model: nn.Module, recipe: Recipe, metrics: dict, secon
     tmp.replace(out / f"{name}.safetensors")
     extra = {"generator": recipe.generator} if recipe.generator else {}
     cfg = {"class": recipe.cls, "config": recipe.config, **extra, "seed": recipe.seed,
-           "epochs": epochs or recipe.epochs,
-           "metrics": metrics, "targets": recipe.targets, "train_seconds_cpu": round(seconds, 1),
-           "train_threads": torch.get_num_threads()}
+           "epochs": epochs or recipe.epochs, **({"train_kwargs": recipe.train_kwargs} if recipe.train_kwargs else {}),
+           "metrics": metrics, "targets": recipe.targets}
+    if device == "cpu":
+        cfg.update(train_seconds_cpu=round(seconds, 1), train_threads=torch.get_num_threads())
+    else:
+        name_ = torch.cuda.get_device_name() if str(device).startswith("cuda") else str(device)
+        cfg.update(train_seconds=round(seconds, 1), train_device=name_)
     tmpj = out / f".{name}.json.tmp"
     tmpj.write_text(json.dumps(cfg, indent=2) + "\n")
     tmpj.replace(out / f"{name}.json")
@@ -199,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder for the weights")
     p.add_argument("--device", default="cpu",
                    help="where to train, for recipes that support it (the diffusion models): cpu or cuda")
+    p.add_argument("--config", type=json.loads, default=None, metavar="JSON",
+                   help="merged into the recipe's model config, e.g. '{\"unet\": {\"norm_num_groups\": 16}}'")
+    p.add_argument("--train-kwargs", type=json.loads, default=None, metavar="JSON",
+                   help='extra keyword arguments of the recipe\'s train function, e.g. \'{"batch": 128}\'')
     a = p.parse_args(argv)
     recipes = _all_recipes()
     if a.name is None:
@@ -208,18 +226,28 @@ def main(argv: list[str] | None = None) -> int:
     if a.name not in recipes:
         p.error(f"unknown model {a.name!r}; choose from {sorted(recipes)}")
     r = recipes[a.name]
+    if a.config:
+        r = replace(r, config=_merge(r.config, a.config))
+    if a.train_kwargs:
+        r = replace(r, train_kwargs={**r.train_kwargs, **a.train_kwargs})
     t0 = time.time()
-    kwargs = {}
+    kwargs = dict(r.train_kwargs)
+    train_params = inspect.signature(r.train).parameters
+    unknown = sorted(set(kwargs) - set(train_params))
+    if unknown:
+        p.error(f"--train-kwargs: the {a.name!r} recipe's train function takes no {unknown}")
     if a.device != "cpu":
-        if "device" not in inspect.signature(r.train).parameters:
+        if "device" not in train_params:
             p.error(f"--device: the {a.name!r} recipe trains on CPU only")
         kwargs["device"] = a.device
     model = r.train(r, a.epochs or r.epochs, **kwargs)
     seconds = time.time() - t0
+    epochs = getattr(model, "trained_steps", None) or a.epochs or r.epochs
     # evaluate the fp16-rounded weights that are actually shipped
     model.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()})
-    metrics = r.evaluate(model.eval())
-    save_model(a.name, model, r, metrics, seconds, a.out, epochs=a.epochs or r.epochs)
+    ev_kwargs = {"device": a.device} if "device" in inspect.signature(r.evaluate).parameters else {}
+    metrics = r.evaluate(model.eval(), **ev_kwargs)
+    save_model(a.name, model, r, metrics, seconds, a.out, epochs=epochs, device=a.device)
     ok = all(metrics[k] >= v for k, v in r.targets.items())
     print(json.dumps({"name": a.name, "metrics": metrics, "targets": r.targets, "meets_targets": ok,
                       "train_seconds": round(seconds, 1)}, indent=2))
