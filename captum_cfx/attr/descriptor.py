@@ -51,7 +51,7 @@ class DescriptorAttributionOutput:
 
     Attributes:
         deltas: ``(N, k)`` probe changes ``probe(z_cf) - probe(z0)`` (divided by each probe's output spread
-            with ``units="spread"``).
+            with ``units="spread"``, in the descriptors' own units with ``units="descriptor"``).
         before, after: ``(N, k)`` probe outputs on the original and counterfactual latents.
         descriptor_names: the ``k`` column names.
         counterfactuals: the :class:`~captum_cfx.CounterfactualOutput` that was explained.
@@ -240,6 +240,10 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
                 standard deviations of the descriptor for continuous ones. ``"spread"``: every column divided
                 by the spread of its probe's output over the fit data (:attr:`LatentProbes.output_std_`), so
                 that binary and continuous columns compare on one scale (ours; use it to rank descriptors).
+                ``"descriptor"``: each column in its descriptor's own units: probability changes for binary
+                descriptors, changes of the raw descriptor value (standard deviations times
+                :attr:`LatentProbes.y_std_`) for continuous ones. Use it when the descriptors share a scale,
+                e.g. factors that all live in ``[0, 1]``, where a flipped binary descriptor is a change of 1.
             kwargs: search settings of :meth:`~captum_cfx.LatentCounterfactualAttack.generate`.
 
         Returns:
@@ -263,8 +267,8 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
         probes = self.probes
         if not isinstance(reencode, bool):
             raise TypeError(f"`reencode` must be a bool; got {type(reencode).__name__}")
-        if units not in ("probe", "spread"):
-            raise ValueError(f"`units` must be 'probe' or 'spread'; got {units!r}")
+        if units not in ("probe", "spread", "descriptor"):
+            raise ValueError(f"`units` must be 'probe', 'spread' or 'descriptor'; got {units!r}")
         spread = getattr(probes, "output_std_", None)
         if units == "spread" and spread is None:
             raise ValueError("`units='spread'` needs probes fitted by this version (they store `output_std_`); "
@@ -290,6 +294,8 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
         deltas = after - before
         if units == "spread":
             deltas = deltas / spread.to(deltas.device, deltas.dtype)
+        elif units == "descriptor":  # y_std_ is 1 for binary probes: their probability change stays as is
+            deltas = deltas * probes.y_std_.to(deltas.device, deltas.dtype)
         return DescriptorAttributionOutput(deltas, before, after, self.descriptor_names, counterfactuals)
 
     def measure_images(self, measure: Callable[[Tensor], Tensor], counterfactuals: CounterfactualOutput,
