@@ -85,6 +85,10 @@ class OracleFeatureDistance(nn.Module):
         self.features = features
 
     def forward(self, images: Tensor, reference: Tensor) -> Tensor:
+        if isinstance(self.features, nn.Module):  # the default network is built on the CPU: follow the images
+            p = next(self.features.parameters(), None)
+            if p is not None and p.device != images.device:
+                self.features.to(images.device)
         fa = self.features(images).flatten(1)
         fr = self.features(reference).flatten(1)
         return (fa - fr).pow(2).mean(1)

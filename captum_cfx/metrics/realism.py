@@ -121,7 +121,8 @@ def _check_images(x: Any, argument: str, minimum: int) -> Tensor:
 def _fid_value(net: nn.Module, real: Tensor, fake: Tensor, batch_size: int) -> float:
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    metric = FrechetInceptionDistance(feature=net, normalize=True)
+    # the metric's running sums live on a device too: put them where the images are (CUDA runs)
+    metric = FrechetInceptionDistance(feature=net, normalize=True).to(real.device)
     with torch.no_grad():
         for i in range(0, len(real), batch_size):
             metric.update(real[i : i + batch_size], real=True)
