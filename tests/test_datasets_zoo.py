@@ -102,3 +102,61 @@ def test_train_cli_refuses_a_device_for_cpu_only_recipes(capsys):
     with pytest.raises(SystemExit) as e:  # refused before any training starts
         main(["mnist-classifier", "--device", "cuda", "--out", "/nonexistent"])
     assert e.value.code == 2 and "trains on CPU only" in capsys.readouterr().err
+
+
+def test_train_cli_refuses_unknown_train_kwargs(capsys):
+    from captum_cfx.zoo.train import main
+
+    with pytest.raises(SystemExit) as e:  # refused before any training starts
+        main(["mnist-diffae", "--train-kwargs", '{"bach": 128}', "--out", "/nonexistent"])
+    assert e.value.code == 2 and "takes no ['bach']" in capsys.readouterr().err
+
+
+def test_config_override_merges_nested_dicts():
+    from captum_cfx.zoo.train import _merge
+
+    base = {"unet": {"widths": [1, 2], "groups": 8}, "z_dim": 4}
+    out = _merge(base, {"unet": {"groups": 4}, "z_dim": 8})
+    assert out == {"unet": {"widths": [1, 2], "groups": 4}, "z_dim": 8}
+    assert base["unet"]["groups"] == 8  # the recipe's own config is not changed
+
+
+def _tiny_ddpm_recipe():
+    from dataclasses import replace
+
+    from captum_cfx.zoo.recipes_diffusion import RECIPES, _unet_cfg
+
+    r = RECIPES["squares-ddpm"]
+    return replace(r, config={**r.config, "unet": {**_unet_cfg(32, 3, [8, 8, 8], False), "norm_num_groups": 4}})
+
+
+def test_diffusion_training_schedules_and_wall_clock_budget():
+    from captum_cfx.zoo.recipes_diffusion import train_diffusion
+
+    r = _tiny_ddpm_recipe()
+    m = train_diffusion(r, 3, batch=2)
+    assert m.trained_steps == 3 and not m.training
+    # a budget that is already spent stops after the first step; with a constant rate that equals a 1-step run
+    cut = train_diffusion(r, 50, batch=2, lr_schedule="constant", max_seconds=0.0)
+    one = train_diffusion(r, 1, batch=2, lr_schedule="constant")
+    assert cut.trained_steps == 1
+    for a, b in zip(cut.state_dict().values(), one.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="max_seconds needs lr_schedule='constant'"):
+        train_diffusion(r, 5, max_seconds=1.0)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train_diffusion(r, 5, lr_schedule="cosine")
+
+
+def test_shipped_squares_diffae_inverts_half_way_and_keeps_position():
+    from captum_cfx.datasets import Squares
+
+    gen = load_generator("squares-diffae")
+    assert gen.sampler.encode_level == 0.5
+    world = Squares()
+    x = world.sample(8, generator=torch.Generator().manual_seed(3)).images
+    with torch.no_grad():
+        rec = gen.decode(gen.encode(x))
+    fx, fr = world.measure(x), world.measure(rec)
+    assert (fx[:, 4:6] == fr[:, 4:6]).all(1).float().mean() >= 0.875  # position, read from pixels
+    assert (fx[:, 0] - fr[:, 0]).abs().max() < 0.05  # inner-square intensity

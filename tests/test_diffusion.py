@@ -163,3 +163,19 @@ def test_from_weights_rejects_a_module_without_the_parts():
         DiffusionAutoencoder.from_weights(torch.nn.Linear(2, 2))
     with pytest.raises(TypeError, match="weights"):
         DDIMGenerator.from_weights(torch.nn.Linear(2, 2))
+
+
+def test_encode_level_round_trips_and_vary_needs_full_inversion(tmp_path):
+    torch.manual_seed(0)
+    gen = DiffusionAutoencoder(SemanticEncoder(1, 4, 8), _unet(True), _sched(), z_dim=4, num_inference_steps=2,
+                               encode_level=0.5).eval()
+    gen.save_pretrained(tmp_path / "d")
+    gen2 = DiffusionAutoencoder.from_pretrained(tmp_path / "d")
+    assert gen2.sampler.encode_level == 0.5
+    x = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(gen2.decode(gen2.encode(x)), gen.decode(gen.encode(x)), atol=1e-5)
+        with pytest.raises(ValueError, match="encode_level=1.0"):
+            gen.vary(torch.zeros(1, 4), 2)
+    with pytest.raises(ValueError, match="encode_level"):
+        DiffusionAutoencoder(SemanticEncoder(1, 4, 8), _unet(True), _sched(), z_dim=4, encode_level=0.0)

@@ -55,6 +55,10 @@ class DiffusionAutoencoder(LatentGenerator):
         z_dim: size of ``z_sem``; a linear layer maps it to the UNet's time-embedding size.
         num_inference_steps, checkpoint, autocast: as in :class:`~captum_cfx.generators.DDIMGenerator`.
         input_range: the explained model's image range.
+        encode_level: how far ``encode`` inverts, as a fraction of the diffusion: 1 (default, as Diff-AE and
+            Diff-AE-RE) gives pure noise ``x_T``; below 1 the fixed part is the partly noised image ``x_t``,
+            which pins down what ``z_sem`` does not encode (on the squares world, position and background:
+            0.5 keeps them where full 10-step inversion does not). ``vary`` needs 1.
 
     Shape:
         - encode: ``(N, C, H, W) -> Latent(free=(N, z_dim), fixed={"x_T": (N, C, H, W)})``.
@@ -63,7 +67,7 @@ class DiffusionAutoencoder(LatentGenerator):
 
     def __init__(self, encoder: nn.Module, unet: Any, scheduler: Any, z_dim: int, num_inference_steps: int = 10,
                  checkpoint: bool = True, autocast: torch.dtype | None = None,
-                 input_range: tuple[float, float] = (0.0, 1.0)) -> None:
+                 input_range: tuple[float, float] = (0.0, 1.0), encode_level: float = 1.0) -> None:
         from diffusers import UNet2DModel
 
         if not isinstance(unet, UNet2DModel):
@@ -77,7 +81,7 @@ class DiffusionAutoencoder(LatentGenerator):
         self.z_dim = int(z_dim)
         temb = unet.config.block_out_channels[0] * 4
         self.proj = nn.Linear(self.z_dim, temb)
-        self.sampler = DDIMSampler(unet, scheduler, num_inference_steps, 1.0, checkpoint, autocast)
+        self.sampler = DDIMSampler(unet, scheduler, num_inference_steps, encode_level, checkpoint, autocast)
 
     def cond(self, z_sem: Tensor) -> Tensor:
         """The UNet's class embedding for ``z_sem``."""
@@ -102,6 +106,9 @@ class DiffusionAutoencoder(LatentGenerator):
 
     def vary(self, z_sem: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Decode each ``z_sem`` with ``n`` fresh Gaussian ``x_T``: ``(N * n, C, H, W)``."""
+        if self.sampler.encode_level != 1.0:
+            raise ValueError("`vary` draws fresh pure-noise x_T: it needs encode_level=1.0; "
+                             f"got encode_level={self.sampler.encode_level}")
         c, s = self.image_shape[0], self.image_shape[1]
         z = z_sem.repeat_interleave(n, 0)
         x_T = torch.randn(len(z), c, s, s, generator=generator, dtype=z.dtype).to(z.device)
@@ -120,7 +127,8 @@ class DiffusionAutoencoder(LatentGenerator):
         save_file({k: v.contiguous() for k, v in state.items()}, str(p / "semantic.safetensors"))
         (p / "config.json").write_text(json.dumps({
             "encoder": getattr(self.encoder, "config", None), "z_dim": self.z_dim,
-            "num_inference_steps": self.sampler.num_inference_steps, "input_range": list(self.input_range)}, indent=2))
+            "num_inference_steps": self.sampler.num_inference_steps, "input_range": list(self.input_range),
+            "encode_level": self.sampler.encode_level}, indent=2))
 
     @classmethod
     def from_weights(cls, weights: nn.Module, **kwargs: Any) -> DiffusionAutoencoder:
@@ -154,7 +162,8 @@ class DiffusionAutoencoder(LatentGenerator):
         sched = DDIMScheduler.from_pretrained(str(p / "scheduler"), local_files_only=True)
         enc = SemanticEncoder(**cfg["encoder"])
         gen = cls(enc, unet, sched, cfg["z_dim"], **{"num_inference_steps": cfg["num_inference_steps"],
-                                                     "input_range": tuple(cfg["input_range"]), **kwargs})
+                                                     "input_range": tuple(cfg["input_range"]),
+                                                     "encode_level": cfg.get("encode_level", 1.0), **kwargs})
         state = load_safetensors(p / "semantic.safetensors", argument="path")
         gen.encoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
         gen.proj.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("proj.")})
