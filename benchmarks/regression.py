@@ -120,7 +120,7 @@ def evaluate(name: str, x: torch.Tensor, y: torch.Tensor, goal: torch.Tensor, cf
 
 
 # ----------------------------------------------------------------- methods
-def load_models(diffusion_dir: Path, diffae_steps: int) -> dict[str, Any]:
+def load_models(diffusion_dir: Path, diffae_steps: int, encode_level: float | None = None) -> dict[str, Any]:
     world = Squares()
     oracle = load_pretrained("squares-oracle")
     models: dict[str, Any] = {"world": world, "regressor": load_pretrained("squares-regressor"), "oracle": oracle,
@@ -131,11 +131,12 @@ def load_models(diffusion_dir: Path, diffae_steps: int) -> dict[str, Any]:
         if wd is None:
             models[key] = None
             continue
-        from captum_cfx.generators import DDIMGenerator, DiffusionAutoencoder
-
-        cls = DDIMGenerator if key == "ddpm" else DiffusionAutoencoder
-        models[key] = cls.from_weights(load_pretrained(name, wd), num_inference_steps=diffae_steps,
-                                       input_range=(0.0, 1.0), checkpoint=True).eval()
+        # the shipped wrapper settings (squares-diffae: encode_level 0.5), with this run's number of DDIM steps
+        models[key] = load_generator(name, wd).eval()
+        models[key].sampler.num_inference_steps = diffae_steps
+        models[key].sampler.checkpoint = True
+        if key == "diffae" and encode_level is not None:
+            models[key].sampler.encode_level = encode_level
         models[f"{key}_dir"] = str(wd)
     return models
 
@@ -160,6 +161,7 @@ def run_method(method: str, x: torch.Tensor, target: Any, objective: RegressionT
         settings = {"optimizer": "adam", "lr": lr, "max_steps": a.latent_max_steps}
         if key == "diffae":
             settings["ddim_steps"] = a.diffae_steps
+            settings["encode_level"] = models["diffae"].sampler.encode_level
         out = LatentCounterfactualAttack(reg, models[key]).generate(
             x, target=target, objective=objective, optimizer="adam", lr=lr, max_steps=a.latent_max_steps,
             internal_batch_size=a.batch, progress=True)
@@ -237,6 +239,8 @@ def main() -> None:
     p.add_argument("--latent-max-steps", type=int, default=200)
     p.add_argument("--diffae-lr", type=float, default=0.002)
     p.add_argument("--diffae-steps", type=int, default=10, help="DDIM steps of the decoder / the DDPM sampler")
+    p.add_argument("--diffae-encode-level", type=float, default=None,
+                   help="inversion depth of the diffusion autoencoder (default: the shipped 0.5; Diff-AE-RE: 1)")
     p.add_argument("--vae-lr", type=float, default=0.05)
     p.add_argument("--pixel-step", type=float, default=4 / 255, help="reference: 1/255 (slow on a CPU)")
     p.add_argument("--pixel-max-steps", type=int, default=200)
@@ -256,7 +260,7 @@ def main() -> None:
     for m in methods:
         if m not in METHODS:
             p.error(f"--methods must be among {METHODS}; got {m!r}")
-    models = load_models(a.diffusion_dir, a.diffae_steps)
+    models = load_models(a.diffusion_dir, a.diffae_steps, a.diffae_encode_level)
     world = models["world"]
     x, _, _ = world.sample(a.n, generator=torch.Generator().manual_seed(31_000))
     y = predict(models["regressor"], x)
