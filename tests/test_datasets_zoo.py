@@ -110,6 +110,10 @@ def test_train_cli_refuses_unknown_train_kwargs(capsys):
     with pytest.raises(SystemExit) as e:  # refused before any training starts
         main(["mnist-diffae", "--train-kwargs", '{"bach": 128}', "--out", "/nonexistent"])
     assert e.value.code == 2 and "takes no ['bach']" in capsys.readouterr().err
+    for flag, bad in (("--train-kwargs", "5"), ("--config", "[1, 2]"), ("--config", "{not json")):
+        with pytest.raises(SystemExit) as e:
+            main(["mnist-diffae", flag, bad, "--out", "/nonexistent"])
+        assert e.value.code == 2 and flag in capsys.readouterr().err
 
 
 def test_config_override_merges_nested_dicts():

@@ -226,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.name not in recipes:
         p.error(f"unknown model {a.name!r}; choose from {sorted(recipes)}")
     r = recipes[a.name]
+    for flag, value in (("--config", a.config), ("--train-kwargs", a.train_kwargs)):
+        if value is not None and not isinstance(value, dict):
+            p.error(f"{flag} must be a JSON object; got {type(value).__name__} {value!r}")
     if a.config:
         r = replace(r, config=_merge(r.config, a.config))
     if a.train_kwargs:
