@@ -394,8 +394,9 @@ _DIFFAE_REQUIRES = {f: (m,) for f, m in _DIFFAE.items()}
 @register("latent attack (DiffAE)", families=("mnist", "squares"), requires=_DIFFAE_REQUIRES, slow=True)
 def _latent_attack_diffae(task: Task) -> CFResult | None:
     """The unchanged latent attack in a shipped diffusion autoencoder's ``z_sem`` (Diff-AE-RE style), with
-    10 DDIM steps inside the attack. Adam's step is ``z_sem``'s measured spread (the VAE's 0.3 is in units
-    of its unit prior; ``z_sem`` has no prior). About 10 s per counterfactual on one CPU thread: slow."""
+    10 DDIM steps inside the attack. Adam's step is ``z_sem``'s measured spread for classifiers (the VAE's 0.3
+    is in units of its unit prior; ``z_sem`` has no prior) and 0.02 for the squares regressor, as in
+    ``benchmarks/regression.py``. About 10 s per counterfactual on one CPU thread: slow."""
     from captum_cfx import LatentCounterfactualAttack, RegressionTarget
     from captum_cfx.zoo import available, load_generator
 
@@ -404,8 +405,11 @@ def _latent_attack_diffae(task: Task) -> CFResult | None:
         return None
     gen = load_generator(name).to(task.images.device)
     gen.sampler.num_inference_steps = 10
-    with torch.no_grad():
-        lr = float(gen.encode_semantic(task.images).std(0).mean())
+    if task.regression:  # the squares recipe of benchmarks/regression.py (docs/regression.md): a step of
+        lr = 0.02  # z_sem's spread (0.53) overshoots a regression target and changes the background too
+    else:
+        with torch.no_grad():
+            lr = float(gen.encode_semantic(task.images).std(0).mean())
     attack = LatentCounterfactualAttack(task.model, gen)
     kw: dict[str, Any] = {"objective": RegressionTarget(tolerance=task.tolerance)} if task.regression else {}
     out, seconds = timed(lambda: attack.generate(task.images, target=task.goals, lr=lr, max_steps=150, **kw))
