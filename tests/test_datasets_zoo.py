@@ -150,6 +150,11 @@ def test_diffusion_training_schedules_and_wall_clock_budget():
         train_diffusion(r, 5, max_seconds=1.0)
     with pytest.raises(ValueError, match="lr_schedule"):
         train_diffusion(r, 5, lr_schedule="cosine")
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="batch must be a positive int"):
+            train_diffusion(r, 5, batch=bad)
+    with pytest.raises(ValueError, match="max_seconds must be None or >= 0"):
+        train_diffusion(r, 5, lr_schedule="constant", max_seconds=-1.0)
 
 
 def test_shipped_squares_diffae_inverts_half_way_and_keeps_position():

@@ -84,6 +84,10 @@ def train_diffusion(r: Recipe, steps: int, lr: float = 2e-3, ema_decay: float = 
     stopped early by ``max_seconds`` (wall-clock budget) equals a run of the steps it reached. The number
     of steps actually taken is stored on the returned model as ``trained_steps``.
     """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive int; got {batch!r}")
+    if max_seconds is not None and not max_seconds >= 0:
+        raise ValueError(f"max_seconds must be None or >= 0; got {max_seconds!r}")
     if lr_schedule not in ("onecycle", "constant"):
         raise ValueError(f"lr_schedule must be 'onecycle' or 'constant', got {lr_schedule!r}")
     if max_seconds is not None and lr_schedule != "constant":
