@@ -184,7 +184,8 @@ def test_noise_inputs_live_in_the_fixed_part():
     lat = g.encode(x, generator=torch.Generator().manual_seed(1))
     assert lat.fixed["noise0"].shape == (3, 1, 8, 8) and lat.fixed["noise0"].abs().sum() > 0
     assert not torch.allclose(g.decode(lat), g.decode(lat.free))  # a bare tensor decodes with zero noise
-    assert torch.equal(g.decode(lat[1]), g.decode(lat)[1:2])
+    # row 1 alone decodes as row 1 of the batch (a batch of one may take another matmul kernel: 1e-6)
+    torch.testing.assert_close(g.decode(lat[1]), g.decode(lat)[1:2], rtol=0, atol=1e-6)
     assert torch.allclose(lat.fixed["projection_error"], (g.decode(lat) - x).flatten(1).pow(2).mean(1), atol=1e-6)
 
 
