@@ -59,23 +59,33 @@ def check_images(x: Any, argument: str = "inputs", image_shape: Sequence[int] | 
 
 def parse_target(target: Any, n: int, num_outputs: int | None, device: torch.device,
                  argument: str = "target") -> Tensor | None:
-    """Turn Captum's ``TargetType`` (int, 1-D tensor, list of ints) into a ``(n,)`` long tensor."""
+    """Turn Captum's ``TargetType`` into a ``(n,)`` long tensor of classes, one per example.
+
+    As in Captum, an int, a 0-d tensor, a one-element tensor of any shape (``tensor([c])``, a ``(1, 1)``
+    tensor) and a one-element tuple ``(c,)`` name one class for every example; a list of ints or a 1-D
+    tensor gives one class per example. The one-element forms matter because ``NoiseTunnel`` and
+    ``sensitivity_max`` expand the inputs but leave such a target as it is.
+    """
     if target is None:
         return None
     if isinstance(target, bool):
         raise TypeError(f"`{argument}` must be an int, a list of ints or a 1-D integer tensor; got bool")
+    if isinstance(target, tuple) and len(target) == 1:  # Captum: a one-element output index, one class for all
+        target = target[0]
+        if isinstance(target, bool) or not isinstance(target, int):
+            raise TypeError(f"`{argument}` as a one-element tuple must hold an int; got {type(target).__name__}")
     if isinstance(target, int):
         t = torch.full((n,), target, dtype=torch.long, device=device)
     elif isinstance(target, Tensor):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise TypeError(f"`{argument}` must hold integer class indices; got dtype {target.dtype}")
-        if target.dim() == 0:
+        if target.numel() == 1:  # a scalar, tensor([c]) or a (1, 1) tensor: one class for every example
             t = target.reshape(1).expand(n).to(device=device, dtype=torch.long)
         elif target.dim() == 1:
             t = target.to(device=device, dtype=torch.long)
         else:
-            raise ValueError(f"`{argument}` must be a scalar or a 1-D tensor with one class per example; "
-                             f"got shape {tuple(target.shape)}")
+            raise ValueError(f"`{argument}` must be a scalar, a one-element tensor or a 1-D tensor with one class "
+                             f"per example; got shape {tuple(target.shape)}")
     elif isinstance(target, (list, tuple)):
         if isinstance(target, tuple) and n != len(target):
             raise ValueError(f"`{argument}` as a tuple (a multi-dimensional output index) is not supported; "
@@ -87,7 +97,7 @@ def parse_target(target: Any, n: int, num_outputs: int | None, device: torch.dev
         raise TypeError(f"`{argument}` must be an int, a list of ints or a 1-D integer tensor; "
                         f"got {type(target).__name__}")
     if t.shape[0] != n:
-        raise ValueError(f"`{argument}` must have one entry per example ({n}); got {t.shape[0]}")
+        raise ValueError(f"`{argument}` must have one entry per example ({n}) or be a single class; got {t.shape[0]}")
     if num_outputs is not None and t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_outputs):
         raise ValueError(f"`{argument}` must be class indices in [0, {num_outputs - 1}]; "
                          f"got values in [{int(t.min())}, {int(t.max())}]")

@@ -205,7 +205,9 @@ def test_bad_inputs(fitted, tmp_path):
     with pytest.raises(ValueError, match="`confidence` must be a float in"):
         cf.estimate(latents=z[:5], confidence=95)
     with pytest.raises(TypeError, match="`target` must be an int"):
-        cf.estimate(latents=z[:5], target=[1])
+        cf.estimate(latents=z[:5], target=1.0)
+    with pytest.raises(ValueError, match=r"`target` must have one entry per example \(5\)"):
+        cf.estimate(latents=z[:5], target=[1, 1])
     with pytest.raises(ValueError, match="`target` must be a class index"):
         cf.estimate(latents=z[:5], target=7)
     bad = CounterfactualSufficiencyNecessity(model, gen, lin, lambda x: x.flatten(1)[:, :2])

@@ -115,8 +115,14 @@ def test_attribute_is_counterfactual_minus_reconstruction(tiny):
     assert maps.shape == x.shape
     out = gcd.transfer(x, [1.0])
     torch.testing.assert_close(maps, out.counterfactuals - out.reconstructions)
-    tup = gcd.attribute((x, torch.ones(6, 2)), alpha=1.0)
-    assert isinstance(tup, tuple) and tup[0].shape == x.shape and tup[1].abs().sum() == 0
+    # a later tuple member is a model input: it decides each image's side, so the direction's sign
+    shifted = GlobalCounterfactualDirections(lambda im, s: clf(im) + s, gen, classes=(0, 2), distance=pixel_distance,
+                                             n_hessian=0).fit(x[:1], additional_forward_args=torch.zeros(1, 3))
+    side = torch.tensor([[0.0, 0.0, 50.0]]).repeat(6, 1)
+    tup = shifted.attribute((x, side), alpha=1.0)
+    assert isinstance(tup, tuple) and tup[0].shape == x.shape and tup[1].shape == side.shape and tup[1].abs().sum() == 0
+    torch.testing.assert_close(tup[0], shifted.attribute(x, additional_forward_args=side, alpha=1.0))
+    assert not torch.allclose(tup[0], shifted.attribute((x, -side), alpha=1.0)[0])
 
 
 def test_save_and_load_round_trip(tiny, tmp_path):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from captum_cfx._utils import as_tuple
 from captum_cfx._validation import format_inputs
 from captum_cfx.generators.base import LatentGenerator
 
@@ -18,6 +20,38 @@ def check_model_and_generator(forward_func: Any, generator: Any) -> None:
     if not isinstance(generator, LatentGenerator):
         raise TypeError("`generator` must be a captum_cfx.generators.LatentGenerator (wrap your model with "
                         f"AutoencoderGenerator, VAEGenerator, ...); got {type(generator).__name__}")
+
+
+@dataclass(frozen=True)
+class CaptumInputs:
+    """Captum's tensor-or-tuple ``inputs``, split for a method that changes only the image.
+
+    The image is ``inputs`` (or its first member); the later tuple members are model inputs that the
+    method does not change. :meth:`forward_args` puts them in front of ``additional_forward_args``, so a
+    method that calls ``forward_func(image, *forward_args)`` passes every member, and :meth:`like_inputs`
+    returns a result in the container the user gave (a tuple with zeros for the later members).
+    """
+
+    image: Tensor
+    others: tuple[Tensor, ...]
+    is_tuple: bool
+
+    @classmethod
+    def parse(cls, inputs: Any, argument: str = "inputs") -> CaptumInputs:
+        tup, is_tuple = format_inputs(inputs, argument)
+        return cls(tup[0], tuple(tup[1:]), is_tuple)
+
+    @property
+    def members(self) -> tuple[Tensor, ...]:
+        return (self.image, *self.others)
+
+    def forward_args(self, additional_forward_args: Any) -> tuple[Any, ...]:
+        """``forward_func``'s arguments after the image: the later members, then ``additional_forward_args``."""
+        return (*self.others, *as_tuple(additional_forward_args))
+
+    def like_inputs(self, first: Tensor) -> Tensor | tuple[Tensor, ...]:
+        """``first`` in the container of ``inputs``: a tensor, or a tuple with zeros for the later members."""
+        return (first, *(torch.zeros_like(t) for t in self.others)) if self.is_tuple else first
 
 
 def generate_on(method: Any, inputs: Any, target: Any, additional_forward_args: Any,
@@ -32,4 +66,4 @@ def generate_on(method: Any, inputs: Any, target: Any, additional_forward_args: 
 
 def like_inputs(first: Tensor, tup: tuple[Tensor, ...], is_tuple: bool) -> Tensor | tuple[Tensor, ...]:
     """A map for the image shaped like ``inputs``: a tensor, or a tuple with zeros for the extra members."""
-    return (first, *(torch.zeros_like(t) for t in tup[1:])) if is_tuple else first
+    return CaptumInputs(tup[0], tuple(tup[1:]), is_tuple).like_inputs(first)

@@ -31,13 +31,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import PerturbationAttribution
 from captum.log import log_usage
 from torch import Tensor
 
 from captum_cfx._utils import as_tuple, eval_mode
-from captum_cfx._validation import check_positive, format_inputs
-from captum_cfx.attr._common import check_model_and_generator
+from captum_cfx._validation import check_positive, parse_target
+from captum_cfx.attr._common import CaptumInputs, check_model_and_generator
 from captum_cfx.generators.base import Latent, LatentGenerator
 from captum_cfx.interventions import MODES, LatentIntervention
 
@@ -224,8 +225,10 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
             graph-following causal mode.
 
     Shape:
-        - inputs: ``(N, C, H, W)`` images in ``generator.input_range`` (or a tuple, first member the images).
-        - attribute returns ``(N, k)`` in ``[-1, 1]``: 0 where an intervention failed the validity filter.
+        - inputs: ``(N, C, H, W)`` images in ``generator.input_range`` (or a tuple whose first member is the
+          images; the later members are passed to ``forward_func`` after them).
+        - attribute returns ``(N, k)`` in ``[-1, 1]``: 0 where an intervention failed the validity filter (for
+          tuple inputs a tuple: the ``(N, k)`` effects, then zeros shaped like the later members).
 
     Examples::
 
@@ -297,7 +300,8 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
         return [n for n in self.names if n in out]
 
     # ------------------------------------------------------------------ helpers
-    def _probability(self, images: Tensor, target: int | None, extra: tuple[Any, ...]) -> Tensor:
+    def _probability(self, images: Tensor, target: Tensor | None, extra: tuple[Any, ...]) -> Tensor:
+        """Probability of the positive outcome; ``target`` is ``None`` or one class per image, ``(N,)``."""
         out = self.forward_func(images, *extra)
         if not isinstance(out, Tensor):
             raise TypeError(f"`forward_func` must return a tensor; got {type(out).__name__}")
@@ -309,10 +313,11 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
             if out.shape[1] != 2:
                 raise ValueError(f"`target` is required for a model with {out.shape[1]} outputs: the class whose "
                                  "probability is the positive outcome")
-            target = 1
-        if not 0 <= target < out.shape[1]:
-            raise ValueError(f"`target` must be a class index in [0, {out.shape[1] - 1}]; got {target}")
-        return torch.softmax(out.float(), 1)[:, target]
+            target = torch.ones(out.shape[0], dtype=torch.long, device=out.device)
+        if target.numel() and (int(target.min()) < 0 or int(target.max()) >= out.shape[1]):
+            raise ValueError(f"`target` must be a class index in [0, {out.shape[1] - 1}]; "
+                             f"got values in [{int(target.min())}, {int(target.max())}]")
+        return torch.softmax(out.float(), 1).gather(1, target.view(-1, 1).to(out.device))[:, 0]
 
     def _read(self, images: Tensor) -> Tensor:
         r = self.oracle(images)
@@ -322,7 +327,7 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
                              f"{self.names}; got {getattr(r, 'shape', type(r).__name__)}")
         return r.float()
 
-    def _evaluate(self, z: Tensor, fixed: dict[str, Tensor], target: int | None, extra: tuple[Any, ...],
+    def _evaluate(self, z: Tensor, fixed: dict[str, Tensor], target: Tensor | None, extra: tuple[Any, ...],
                   batch_size: int) -> tuple[Tensor, Tensor]:
         """Decode ``z`` once per batch; return model probability ``(N,)`` and oracle presence ``(N, k)``."""
         probs, states = [], []
@@ -333,7 +338,7 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
             x = self.generator.decode(lat)
             args = tuple(a[sl] if isinstance(a, Tensor) and a.dim() and a.shape[0] == z.shape[0] else a
                          for a in extra)
-            probs.append(self._probability(x, target, args).float())
+            probs.append(self._probability(x, target[sl] if target is not None else None, args).float())
             states.append(self._read(x) > thr)
         return torch.cat(probs), torch.cat(states)
 
@@ -379,15 +384,14 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
                 c[:, d] = 2 * new[:, d] - 1
         return c
 
-    def _prepare(self, inputs: Any, latents: Any, n_samples: int | None, generator: torch.Generator | None
+    def _prepare(self, inputs: Tensor | None, latents: Any, n_samples: int | None, generator: torch.Generator | None
                  ) -> tuple[Tensor, dict[str, Tensor]]:
         given = [inputs is not None, latents is not None, n_samples is not None]
         if sum(given) != 1:
             raise ValueError("give exactly one of `inputs` (images to encode), `latents` and `n_samples` "
                              "(draws from the generator's prior)")
         if inputs is not None:
-            tup, _ = format_inputs(inputs)
-            x = self.generator.check_images(tup[0], "inputs")
+            x = self.generator.check_images(inputs, "inputs")
             with eval_mode(self.generator):
                 lat = self.generator.encode(x)
             return lat.free.detach().flatten(1), {k: v.detach() for k, v in lat.fixed.items()}
@@ -410,8 +414,8 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
     @torch.no_grad()
     def estimate(
         self,
-        inputs: Tensor | tuple[Tensor, ...] | None = None,
-        target: int | None = None,
+        inputs: TensorOrTupleOfTensorsGeneric | None = None,
+        target: TargetType = None,
         additional_forward_args: Any = None,
         latents: Tensor | Latent | None = None,
         n_samples: int | None = None,
@@ -425,10 +429,11 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
         """Monte Carlo NEC, SUF and NESUF of every attribute, with bootstrap intervals.
 
         Args:
-            inputs: images to encode as the samples (or a tuple, first member the images); or give ``latents`` or
-                ``n_samples``.
-            target: the class whose probability > 0.5 is the positive outcome ``o`` (default 1 for two-logit
-                models; ignored for one-logit models).
+            inputs: images to encode as the samples, or a tuple whose first member is the images and whose later
+                members are passed to ``forward_func`` after them; or give ``latents`` or ``n_samples``.
+            target: the class whose probability > 0.5 is the positive outcome ``o``: one class for every sample
+                (an int or a one-element tensor) or one per sample (a list or an ``(N,)`` tensor); default 1 for
+                two-logit models; ignored for one-logit models.
             additional_forward_args: extra arguments of ``forward_func`` (tensors with ``N`` rows are batched).
             latents: ``(N, d)`` latents (or a ``Latent``) to use as the samples.
             n_samples: draw this many latents from the generator's prior instead: its ``sample(n,
@@ -449,12 +454,12 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
         check_positive(batch_size, "batch_size", integer=True)
         if not (isinstance(confidence, float) and 0.0 < confidence < 1.0):
             raise ValueError(f"`confidence` must be a float in (0, 1); got {confidence!r}")
-        if target is not None and (isinstance(target, bool) or not isinstance(target, int)):
-            raise TypeError(f"`target` must be an int (the positive class) or None; got {type(target).__name__}")
-        z, fixed = self._prepare(inputs, latents, n_samples, generator)
+        inp = CaptumInputs.parse(inputs) if inputs is not None else None
+        z, fixed = self._prepare(inp.image if inp is not None else None, latents, n_samples, generator)
         if z.shape[0] == 0:
             raise ValueError("the samples must hold at least one row; got 0")
-        extra = as_tuple(additional_forward_args)
+        target = parse_target(target, z.shape[0], None, z.device)
+        extra = inp.forward_args(additional_forward_args) if inp is not None else as_tuple(additional_forward_args)
         names, k, n = self.names, len(self.names), z.shape[0]
         with eval_mode(self.generator, self.forward_func):
             p0, s0 = self._evaluate(z, fixed, target, extra, batch_size)
@@ -516,30 +521,31 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
     @log_usage()
     def attribute(  # type: ignore[override]
         self,
-        inputs: Tensor | tuple[Tensor, ...],
-        target: int | None = None,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
         additional_forward_args: Any = None,
         mode: str = "contrastive",
         batch_size: int = 256,
         generator: torch.Generator | None = None,
-    ) -> Tensor:
+    ) -> TensorOrTupleOfTensorsGeneric:
         """Per-input effect ``p(o | do(A=1)) - p(o | do(A=0))`` of every attribute on the positive outcome.
 
         An input whose ``do(A=1)`` or ``do(A=0)`` fails the validity filter gets 0 for ``A``.
 
         Args:
-            inputs, target, additional_forward_args: as in :meth:`estimate` (``target`` one int for all inputs).
+            inputs, target, additional_forward_args: as in :meth:`estimate`.
             mode, batch_size, generator: as in :meth:`estimate`.
 
         Returns:
-            ``(N, k)`` tensor in ``[-1, 1]`` on the inputs' device; columns :attr:`names`.
+            ``(N, k)`` tensor in ``[-1, 1]`` on the inputs' device; columns :attr:`names`. For tuple ``inputs``,
+            a tuple: the ``(N, k)`` effects, then zeros shaped like the later members.
         """
-        tup, _ = format_inputs(inputs)
+        inp = CaptumInputs.parse(inputs)
         with torch.enable_grad():  # Captum convention; no gradients are taken
-            res = self.estimate(tup, target, additional_forward_args, mode=mode, n_bootstrap=1,
-                                batch_size=batch_size, generator=generator, keep_latents=False)
+            res = self.estimate(inp.image, target, inp.forward_args(additional_forward_args), mode=mode,
+                                n_bootstrap=1, batch_size=batch_size, generator=generator, keep_latents=False)
         eff = torch.where(res.valid_add & res.valid_remove, res.prob_add - res.prob_remove, 0.0)
-        return eff.to(tup[0].device, tup[0].dtype)
+        return inp.like_inputs(eff.to(inp.image.device, inp.image.dtype))
 
     @torch.no_grad()
     def plot_examples(self, result: SufficiencyNecessityOutput, attributes: Sequence[str] | None = None,
@@ -587,7 +593,7 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
                         result.latents_add if add else result.latents_remove)[i, j][None]
                     with eval_mode(self.generator):
                         img = self.generator.decode(Latent(zz.to(dev, dt)))
-                    p = float(self._probability(img, target, ()).reshape(-1)[0])
+                    p = float(self._probability(img, parse_target(target, 1, None, img.device), ()).reshape(-1)[0])
                     im = img[0].detach().float().cpu()
                     lo, hi = self.generator.input_range or (float(im.min()), float(im.max()))
                     im = ((im - lo) / max(hi - lo, 1e-8)).clamp(0, 1).permute(1, 2, 0).numpy()

@@ -30,13 +30,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
 from captum_cfx._utils import eval_mode
 from captum_cfx._validation import format_inputs
-from captum_cfx.attr._common import check_model_and_generator
+from captum_cfx.attr._common import CaptumInputs, check_model_and_generator
 from captum_cfx.attr.latent_attack import LatentCounterfactualAttack
 from captum_cfx.attr.output import CounterfactualOutput
 from captum_cfx.descriptors.probes import LatentProbes, NotFittedError
@@ -132,9 +133,11 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
             ``LatentCounterfactualAttack(forward_func, generator)``).
 
     Shape:
-        - inputs: ``(N, C, H, W)`` images in ``generator.input_range`` (or a tuple, first member the image).
+        - inputs: ``(N, C, H, W)`` images in ``generator.input_range`` (or a tuple whose first member is the
+          image; the later members are passed to ``forward_func`` after it).
         - attribute returns ``(N, k)``: probability changes in ``[-1, 1]`` for binary descriptors, changes in
-          standard deviations for continuous ones.
+          standard deviations for continuous ones (for tuple inputs a tuple: the ``(N, k)`` deltas, then zeros
+          shaped like the later members).
 
     Examples::
 
@@ -217,14 +220,14 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
     @log_usage()
     def attribute(  # type: ignore[override]
         self,
-        inputs: Tensor | tuple[Tensor, ...],
-        target: Any = None,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
         additional_forward_args: Any = None,
         counterfactuals: CounterfactualOutput | None = None,
         reencode: bool = False,
         units: str = "probe",
         **kwargs: Any,
-    ) -> Tensor:
+    ) -> TensorOrTupleOfTensorsGeneric:
         """Descriptor changes ``probe(z_cf) - probe(z0)`` of each input's counterfactual.
 
         Args:
@@ -247,15 +250,17 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
             kwargs: search settings of :meth:`~captum_cfx.LatentCounterfactualAttack.generate`.
 
         Returns:
-            ``(N, k)`` tensor; columns :attr:`descriptor_names`.
+            ``(N, k)`` tensor; columns :attr:`descriptor_names`. For tuple ``inputs``, a tuple: the ``(N, k)``
+            deltas, then zeros shaped like the later members.
         """
-        return self.explain(inputs, target, additional_forward_args, counterfactuals, reencode, units,
-                            **kwargs).deltas
+        inp = CaptumInputs.parse(inputs)
+        return inp.like_inputs(self.explain(inp.members, target, additional_forward_args, counterfactuals, reencode,
+                                            units, **kwargs).deltas)
 
     def explain(
         self,
-        inputs: Tensor | tuple[Tensor, ...],
-        target: Any = None,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
         additional_forward_args: Any = None,
         counterfactuals: CounterfactualOutput | None = None,
         reencode: bool = False,

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import PerturbationAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
@@ -55,8 +56,8 @@ from tqdm.auto import tqdm
 
 from captum_cfx._io import load_safetensors
 from captum_cfx._utils import as_tuple, call_model, check_same_device, eval_mode, index_args
-from captum_cfx._validation import check_positive, format_inputs, parse_target
-from captum_cfx.attr._common import check_model_and_generator, like_inputs
+from captum_cfx._validation import check_positive, parse_target
+from captum_cfx.attr._common import CaptumInputs, check_model_and_generator
 from captum_cfx.generators.base import Latent, LatentGenerator
 
 __all__ = ["GlobalCounterfactualDirections", "GlobalityResult", "OracleFeatureDistance", "TransferOutput"]
@@ -532,7 +533,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                          f"name or a tensor; got {which!r}")
 
     def transfer(self, images: Tensor, alphas: Tensor | Sequence[float] | float | None = None,
-                 direction: int | str | Tensor = "best", target: Any = None, additional_forward_args: Any = None,
+                 direction: int | str | Tensor = "best", target: TargetType = None, additional_forward_args: Any = None,
                  internal_batch_size: int = 256) -> TransferOutput:
         """Apply one direction to new images: ``z + alpha * s_i * d`` for every alpha of a grid.
 
@@ -680,17 +681,18 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
     @log_usage()
     def attribute(  # type: ignore[override]
         self,
-        inputs: Tensor | tuple[Tensor, ...],
-        target: Any = None,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
         additional_forward_args: Any = None,
         alpha: float | None = None,
         direction: int | str | Tensor = "best",
         internal_batch_size: int = 256,
-    ) -> Tensor | tuple[Tensor, ...]:
+    ) -> TensorOrTupleOfTensorsGeneric:
         """Pixel change made by moving each input along the fitted direction: ``counterfactual - reconstruction``.
 
         Args:
-            inputs: images ``(N, C, H, W)`` (or a tuple whose first member is the image).
+            inputs: images ``(N, C, H, W)`` (or a tuple whose first member is the image; the later members are
+                passed to ``forward_func`` after it and get zero maps).
             target: optional class per input to move towards; default: the other class of the question.
             additional_forward_args: extra arguments for ``forward_func``.
             alpha: one step for every input; default: each input's smallest flipping alpha on the
@@ -701,11 +703,11 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         Returns:
             A tensor (or tuple) shaped like ``inputs``; extra tuple members get zeros.
         """
-        tup, is_tuple = format_inputs(inputs)
+        inp = CaptumInputs.parse(inputs)
         with torch.enable_grad():
-            out = self.transfer(tup[0], None if alpha is None else [alpha], direction, target,
-                                additional_forward_args, internal_batch_size)
-        return like_inputs((out.counterfactuals - out.reconstructions).detach(), tup, is_tuple)
+            out = self.transfer(inp.image, None if alpha is None else [alpha], direction, target,
+                                inp.forward_args(additional_forward_args), internal_batch_size)
+        return inp.like_inputs((out.counterfactuals - out.reconstructions).detach())
 
     def diversity(self, feature_fn: Callable[[Tensor], Tensor] | None = None, kinds: str = "h",
                   alpha: float | None = None) -> Tensor:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import PerturbationAttribution
 from captum.log import log_usage
 from torch import Tensor
@@ -113,19 +114,19 @@ class InterFaceGANEdit(PerturbationAttribution):
     @log_usage()
     def attribute(  # type: ignore[override]
         self,
-        inputs: Tensor | tuple[Tensor, ...],
-        target: Any = None,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
         additional_forward_args: Any = None,
         **kwargs: Any,
-    ) -> Tensor | tuple[Tensor, ...]:
+    ) -> TensorOrTupleOfTensorsGeneric:
         """Pixel map ``edited - reconstruction`` shaped like ``inputs`` (see :meth:`generate` for ``kwargs``)."""
         out, tup, is_tuple = generate_on(self, inputs, target, additional_forward_args, **kwargs)
         return like_inputs((out.counterfactuals - out.reconstructions).detach(), tup, is_tuple)
 
     def generate(
         self,
-        inputs: Tensor | tuple[Tensor, ...],
-        target: Any = None,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
         additional_forward_args: Any = None,
         descriptor: str | int = 0,
         probability: float | None = None,

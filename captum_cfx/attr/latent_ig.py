@@ -26,19 +26,21 @@ How this implementation differs from the reference code:
 
 from __future__ import annotations
 
+import typing
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_cfx._utils import as_tuple, call_model, check_same_device, eval_mode, index_args
-from captum_cfx._validation import check_positive, format_inputs, parse_target
-from captum_cfx.attr._common import check_model_and_generator
+from captum_cfx._utils import call_model, check_same_device, eval_mode, index_args
+from captum_cfx._validation import check_positive, parse_target
+from captum_cfx.attr._common import CaptumInputs, check_model_and_generator
 from captum_cfx.generators.base import Latent, LatentGenerator
 
 __all__ = ["LatentIGOutput", "LatentIntegratedGradients"]
@@ -107,12 +109,60 @@ class LatentIntegratedGradients(GradientAttribution):
     def has_convergence_delta(self) -> bool:
         return True
 
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        """``True``, as for ``captum.attr.IntegratedGradients``: the maps are path integrals times path steps,
+        so they sum to ``f(start) - f(end)`` (completeness) instead of being local sensitivities."""
+        return True
+
+    # As in captum.attr.IntegratedGradients: the return type follows ``return_convergence_delta``.
+    @typing.overload
+    def attribute(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        *,
+        direction: Any = None,
+        baseline: Tensor | Latent | None = None,
+        path: Tensor | None = None,
+        n_steps: int = 128,
+        method: str = "path",
+        rule: str = "trapezoid",
+        threshold: float = 0.01,
+        max_alpha: float | None = None,
+        walk_steps: int = 64,
+        internal_batch_size: int | None = None,
+        return_convergence_delta: Literal[True],
+    ) -> tuple[TensorOrTupleOfTensorsGeneric, Tensor]: ...
+
+    @typing.overload
+    def attribute(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        *,
+        direction: Any = None,
+        baseline: Tensor | Latent | None = None,
+        path: Tensor | None = None,
+        n_steps: int = 128,
+        method: str = "path",
+        rule: str = "trapezoid",
+        threshold: float = 0.01,
+        max_alpha: float | None = None,
+        walk_steps: int = 64,
+        internal_batch_size: int | None = None,
+        return_convergence_delta: Literal[False] = False,
+    ) -> TensorOrTupleOfTensorsGeneric: ...
+
     @log_usage()
     def attribute(  # type: ignore[override]
         self,
-        inputs: Tensor | tuple[Tensor, ...],
-        target: Any = None,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
         additional_forward_args: Any = None,
+        *,
         direction: Any = None,
         baseline: Tensor | Latent | None = None,
         path: Tensor | None = None,
@@ -124,11 +174,12 @@ class LatentIntegratedGradients(GradientAttribution):
         walk_steps: int = 64,
         internal_batch_size: int | None = None,
         return_convergence_delta: bool = False,
-    ) -> Tensor | tuple[Tensor, ...] | tuple[Tensor | tuple[Tensor, ...], Tensor]:
+    ) -> TensorOrTupleOfTensorsGeneric | tuple[TensorOrTupleOfTensorsGeneric, Tensor]:
         """Latent IG attributions shaped like ``inputs``.
 
         Args:
-            inputs: images ``(N, C, H, W)`` (or a tuple; extra members get zero attributions).
+            inputs: images ``(N, C, H, W)`` (or a tuple whose first member is the image; the later members are
+                passed to ``forward_func`` after it and get zero attributions).
             target: the explained output (``TargetType``); ``None`` for one-output models.
             additional_forward_args: extra arguments for ``forward_func``.
             direction: where to walk for the baseline: a latent direction ``(D,)`` or ``(N, D)``, or a
@@ -151,20 +202,20 @@ class LatentIntegratedGradients(GradientAttribution):
         Returns:
             attributions (tensor or tuple like ``inputs``), and the deltas when asked.
         """
-        tup, is_tuple = format_inputs(inputs)
+        inp = CaptumInputs.parse(inputs)
         with torch.enable_grad():
-            out = self.explain(tup, target, additional_forward_args, direction, baseline, path, n_steps, method,
-                               rule, threshold, max_alpha, walk_steps, internal_batch_size)
-        attr: Tensor | tuple[Tensor, ...] = out.attributions
-        if is_tuple:
-            attr = (out.attributions, *(torch.zeros_like(t) for t in tup[1:]))
+            out = self.explain(inp.members, target, additional_forward_args, direction=direction, baseline=baseline,
+                               path=path, n_steps=n_steps, method=method, rule=rule, threshold=threshold,
+                               max_alpha=max_alpha, walk_steps=walk_steps, internal_batch_size=internal_batch_size)
+        attr = inp.like_inputs(out.attributions)
         return (attr, out.convergence_delta) if return_convergence_delta else attr
 
     def explain(
         self,
-        inputs: Tensor | tuple[Tensor, ...],
-        target: Any = None,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
         additional_forward_args: Any = None,
+        *,
         direction: Any = None,
         baseline: Tensor | Latent | None = None,
         path: Tensor | None = None,
@@ -177,10 +228,9 @@ class LatentIntegratedGradients(GradientAttribution):
         internal_batch_size: int | None = None,
     ) -> LatentIGOutput:
         """Like :meth:`attribute`, returning every intermediate result as a :class:`LatentIGOutput`."""
-        tup, _ = format_inputs(inputs)
-        x = self.generator.check_images(tup[0], "inputs")
-        others = tup[1:]
-        extra = as_tuple(additional_forward_args)
+        inp = CaptumInputs.parse(inputs)
+        x = self.generator.check_images(inp.image, "inputs")
+        extra = inp.forward_args(additional_forward_args)  # the later tuple members, then the user's arguments
         check_same_device(x, generator=self.generator, forward_func=self.forward_func)
         check_positive(n_steps, "n_steps", integer=True)
         check_positive(walk_steps, "walk_steps", integer=True)
@@ -204,7 +254,7 @@ class LatentIntegratedGradients(GradientAttribution):
                 lat = self.generator.encode(x).detach()
                 rec = self.generator.decode(lat)
                 renders += n
-                out0 = self._call(rec, others, extra)
+                out0 = self._call(rec, extra)
             tgt = parse_target(target, n, out0.shape[1] if out0.dim() == 2 and out0.shape[1] > 1 else None, x.device)
             if tgt is None and out0.dim() == 2 and out0.shape[1] > 1:
                 raise ValueError(f"`target` is required for a model with {out0.shape[1]} outputs")
@@ -216,8 +266,8 @@ class LatentIntegratedGradients(GradientAttribution):
                 if baseline is not None:
                     zb = self._check_baseline(baseline, z)
                 else:
-                    d = self._direction(direction, x, lat, others, extra, tgt)
-                    zb, found, r = self._walk(lat, d, others, extra, tgt, threshold, max_alpha, walk_steps)
+                    d = self._direction(direction, x, lat, extra, tgt)
+                    zb, found, r = self._walk(lat, d, extra, tgt, threshold, max_alpha, walk_steps)
                     renders += r
                     if not bool(found.all()):
                         warnings.warn(f"{int((~found).sum())} of {n} walks did not reach p(target) < {threshold}; "
@@ -234,11 +284,10 @@ class LatentIntegratedGradients(GradientAttribution):
                                  {k: v.repeat_interleave(p, 0) for k, v in lat.fixed.items()})
                 imgs = self.generator.decode(lat_rep)
                 renders += n * p
-            o_rep = tuple(o.repeat_interleave(p, 0) for o in others)
             e_rep = tuple(a.repeat_interleave(p, 0) if isinstance(a, Tensor) and a.dim() and a.shape[0] == n else a
                           for a in extra)
             t_rep = tgt.repeat_interleave(p, 0) if tgt is not None else None
-            f, g = self._values_and_grads(imgs, o_rep, e_rep, t_rep, internal_batch_size,
+            f, g = self._values_and_grads(imgs, e_rep, t_rep, internal_batch_size,
                                           need_grad=method != "finite-difference")
         f = f.view(n, p)
         gam = imgs.view(n, p, *imgs.shape[1:])
@@ -261,8 +310,8 @@ class LatentIntegratedGradients(GradientAttribution):
                               found, gam[:, 0].detach(), rec.detach(), renders)
 
     # ------------------------------------------------------------------ helpers
-    def _call(self, x: Tensor, others: tuple[Tensor, ...], extra: tuple[Any, ...]) -> Tensor:
-        return call_model(self.forward_func, x, others, extra)
+    def _call(self, x: Tensor, extra: tuple[Any, ...]) -> Tensor:
+        return call_model(self.forward_func, x, (), extra)
 
     @staticmethod
     def _select(out: Tensor, tgt: Tensor | None) -> Tensor:
@@ -276,12 +325,12 @@ class LatentIntegratedGradients(GradientAttribution):
             return torch.log_softmax(out, 1).gather(1, tgt.view(-1, 1))[:, 0]  # type: ignore[union-attr]
         return torch.nn.functional.logsigmoid(out.reshape(out.shape[0]))
 
-    def _direction(self, direction: Any, x: Tensor, lat: Latent, others: tuple[Tensor, ...],
-                   extra: tuple[Any, ...], tgt: Tensor | None) -> Tensor:
+    def _direction(self, direction: Any, x: Tensor, lat: Latent, extra: tuple[Any, ...],
+                   tgt: Tensor | None) -> Tensor:
         n, dim = lat.free.shape[0], lat.free[0].numel()
         if direction is None:
             z = lat.free.detach().clone().requires_grad_(True)
-            lp = self._log_prob(self._call(self.generator.decode(lat.replace(z)), others, extra), tgt)
+            lp = self._log_prob(self._call(self.generator.decode(lat.replace(z)), extra), tgt)
             (g,) = torch.autograd.grad(lp.sum(), z)
             d = -g.reshape(n, -1)
         elif hasattr(direction, "directions_") and hasattr(direction, "transfer"):
@@ -309,7 +358,7 @@ class LatentIntegratedGradients(GradientAttribution):
         return (d / nrm).reshape(n, *lat.free.shape[1:])
 
     @torch.no_grad()
-    def _walk(self, lat: Latent, d: Tensor, others: tuple[Tensor, ...], extra: tuple[Any, ...],
+    def _walk(self, lat: Latent, d: Tensor, extra: tuple[Any, ...],
               tgt: Tensor | None, threshold: float, max_alpha: float | None, steps: int) -> tuple[Tensor, Tensor, int]:
         z = lat.free
         n = z.shape[0]
@@ -322,17 +371,16 @@ class LatentIntegratedGradients(GradientAttribution):
         lat_rep = Latent(zs.reshape(n * steps, *z.shape[1:]), {k: v.repeat_interleave(steps, 0)
                                                                 for k, v in lat.fixed.items()})
         imgs = self.generator.decode(lat_rep)
-        o_rep = tuple(o.repeat_interleave(steps, 0) for o in others)
         e_rep = tuple(a.repeat_interleave(steps, 0) if isinstance(a, Tensor) and a.dim() and a.shape[0] == n else a
                       for a in extra)
-        lp = self._log_prob(self._call(imgs, o_rep, e_rep), tgt.repeat_interleave(steps) if tgt is not None else None)
+        lp = self._log_prob(self._call(imgs, e_rep), tgt.repeat_interleave(steps) if tgt is not None else None)
         below = (lp.exp() < threshold).view(n, steps)
         found = below.any(1)
         first = torch.where(found, below.float().argmax(1), torch.full_like(found, steps - 1, dtype=torch.long))
         zb = zs[torch.arange(n, device=z.device), first]
         return zb, found, n * steps
 
-    def _values_and_grads(self, imgs: Tensor, others: tuple[Tensor, ...], extra: tuple[Any, ...],
+    def _values_and_grads(self, imgs: Tensor, extra: tuple[Any, ...],
                           tgt: Tensor | None, bs: int | None, need_grad: bool) -> tuple[Tensor, Tensor | None]:
         m = imgs.shape[0]
         bs = bs or m
@@ -341,7 +389,7 @@ class LatentIntegratedGradients(GradientAttribution):
             sl = slice(lo, min(lo + bs, m))
             xi = imgs[sl].detach().requires_grad_(need_grad)
             with torch.set_grad_enabled(need_grad):
-                fi = self._select(self._call(xi, tuple(o[sl] for o in others), index_args(extra, m, sl)),
+                fi = self._select(self._call(xi, index_args(extra, m, sl)),
                                   tgt[sl] if tgt is not None else None)
                 if need_grad:
                     (gi,) = torch.autograd.grad(fi.sum(), xi)
