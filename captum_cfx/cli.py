@@ -248,6 +248,25 @@ def cmd_compare(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(a: argparse.Namespace) -> int:
+    """``captum-cfx convert diffae CKPT OUT --template NAME``: an official checkpoint to a safetensors folder."""
+    import json
+
+    from captum_cfx.generators.diffae_official import convert_diffae_checkpoint
+
+    template: Any = a.template
+    if template.endswith(".json"):
+        try:
+            template = json.loads(Path(template).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"`--template`: cannot read {a.template!r} as a JSON object of TrainConfig "
+                             f"fields ({e})") from e
+    out = convert_diffae_checkpoint(a.checkpoint, a.out, template=template, ema=not a.no_ema,
+                                    num_inference_steps=a.steps)
+    print(f"converted {a.checkpoint} ({'model' if a.no_ema else 'ema_model'} weights) to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from captum_cfx.attr.latent_attack import DEFAULTS
 
@@ -300,6 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also paste compare.md into this file between its '<!-- compare:start' and "
                         "'<!-- compare:end -->' lines")
     c.set_defaults(func=cmd_compare)
+    v = sub.add_parser("convert", help="convert a released checkpoint to a safetensors folder (once)",
+                       description="Read a released pickle checkpoint without running code from it and write a "
+                                   "safetensors folder that captum_cfx loads.")
+    vsub = v.add_subparsers(dest="kind", required=True)
+    d = vsub.add_parser("diffae", help="an official Diffusion Autoencoder last.ckpt (github.com/phizaz/diffae)")
+    d.add_argument("checkpoint", help="the official Lightning checkpoint (last.ckpt)")
+    d.add_argument("out", help="output folder")
+    d.add_argument("--template", default="ffhq256_autoenc",
+                   help="official template name (ffhq256_autoenc, ffhq128_autoenc_130M, bedroom128_autoenc, "
+                        "horse128_autoenc, celeba64d2c_autoenc, ...) or a .json file of TrainConfig fields")
+    d.add_argument("--no-ema", action="store_true", help="take the training weights instead of the EMA weights")
+    d.add_argument("--steps", type=int, default=None, help="default DDIM steps of the folder (default: T_eval)")
+    d.set_defaults(func=cmd_convert)
     return p
 
 

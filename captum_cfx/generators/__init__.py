@@ -15,7 +15,17 @@ __all__ = [
     "GANGenerator",
     "Latent",
     "LatentGenerator",
+    "OfficialDiffusionAutoencoder",
     "ProjectionOutput",
     "SemanticEncoder",
     "VAEGenerator",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # the official Diff-AE network is a diffusers ModelMixin: import diffusers only when it is asked for
+    if name == "OfficialDiffusionAutoencoder":
+        from captum_cfx.generators.diffae_official import OfficialDiffusionAutoencoder
+
+        return OfficialDiffusionAutoencoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
