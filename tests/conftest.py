@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
 
 from captum_cfx import AutoencoderGenerator, VAEGenerator
+
+# One thread unless the caller chose (CPU budget: the suite is timed in CPU seconds on a 2-core machine, where a
+# second intra-op thread only spins). The environment variables reach the subprocesses tests launch.
+if "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """A test (or a CLI it calls) that changes torch's thread count does not change it for the tests after it."""
+    yield
+    if torch.get_num_threads() != THREADS:
+        torch.set_num_threads(THREADS)
 
 
 class TinyVAE(nn.Module):

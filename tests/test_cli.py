@@ -5,6 +5,8 @@ import torch
 
 from captum_cfx.cli import choose_targets, main, select_digits
 
+from .factories import tiny_generator, tiny_model
+
 
 def test_version_and_help(capsys):
     with pytest.raises(SystemExit) as e:
@@ -32,7 +34,26 @@ def test_explain_with_user_factories(tmp_path):
     code = main(["explain", "--n", "4", "--max-steps", "3", "--out", str(out), "--no-progress",
                  "--model", "tests.factories:tiny_model", "--generator", "tests.factories:tiny_generator"])
     assert code == 0
-    assert json.loads((out / "metrics.json").read_text())["max_steps"] == 3
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["max_steps"] == 3
+    _assert_library_figures(metrics, tiny_model(), tiny_generator(), n=4, max_steps=3)
+
+
+def _assert_library_figures(metrics, model, gen, n, max_steps):
+    """``explain``'s report holds the library's figures for the same model, generator, digits and targets."""
+    from captum_cfx import LatentCounterfactualAttack
+
+    x, y = select_digits(n)
+    out = LatentCounterfactualAttack(model, gen).generate(x, target=choose_targets(y, "random", 0),
+                                                          max_steps=max_steps)
+    assert metrics["n"] == n and metrics["mean_steps"] == float(out.n_steps.float().mean())
+    assert metrics["flip_rate"] == out.success_rate
+    def median_l2(a, b):
+        return float((a - b).flatten(1).norm(dim=1).median())
+
+    assert metrics["median_l2_pixels"] == pytest.approx(median_l2(out.counterfactuals, x))
+    assert metrics["median_l2_latent"] == pytest.approx(median_l2(out.latents.free, out.original_latents.free))
+    return out
 
 
 def test_explain_with_diffusers_folder(tmp_path):
@@ -45,6 +66,17 @@ def test_explain_with_diffusers_folder(tmp_path):
     code = main(["explain", "--n", "2", "--max-steps", "2", "--out", str(tmp_path / "rep"), "--no-progress",
                  "--generator", str(tmp_path / "vae")])
     assert code == 0
+    metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    # the folder's model is the generator: the CLI's figures are the library's on that model
+    from captum_cfx import DiffusersVAEGenerator
+    from captum_cfx.zoo import load_pretrained
+
+    gen = DiffusersVAEGenerator.from_pretrained(tmp_path / "vae", image_shape=(1, 28, 28))
+    out = _assert_library_figures(metrics, load_pretrained("mnist-classifier"), gen, n=2, max_steps=2)
+    assert out.latents.free.shape == (2, 2, 28, 28)
+    # descriptor probes were fitted on the folder model's (2, 28, 28) latents
+    assert set(metrics["descriptor_probe_scores"]) == {"area", "length", "thickness", "slant", "width", "height"}
+    assert (tmp_path / "rep" / "grid.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize(
@@ -73,12 +105,14 @@ def test_targets_and_selection():
     assert (choose_targets(y, "3", 0) == 3).all()
 
 
-def test_default_configuration_flips_200_digits(shipped, mnist_test):
-    """A2's acceptance figure: flip >= 99 % on 200 test digits with random targets != label."""
+@pytest.mark.parametrize("n", [30, pytest.param(200, marks=pytest.mark.slow)])
+def test_default_configuration_flips_digits(shipped, n):
+    """A2's acceptance figure: flip >= 99 % on test digits with random targets != label (200 digits is the slow
+    run; ``benchmarks/latent_attack.py`` measures all 1,000; 30 digits keep the property in the fast suite)."""
     from captum_cfx import LatentCounterfactualAttack
 
     clf, oracle, gen = shipped
-    x, y = select_digits(200)
+    x, y = select_digits(n)
     t = choose_targets(y, "random", 0)
     out = LatentCounterfactualAttack(clf, gen).generate(x, target=t)
     assert out.success.float().mean() >= 0.99

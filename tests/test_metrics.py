@@ -16,6 +16,7 @@ from captum_cfx.metrics import (
     domain_fid,
     fid,
     intervention_effects,
+    knn_distance,
     latent_proximity,
     manifold_distance,
     oracle_agreement,
@@ -52,6 +53,24 @@ def test_fid_hand_values():
     want = float(mu.double().pow(2).sum() + torch.trace(cov))
     assert fid(points(real), points(2 * real), IDENTITY2).value == pytest.approx(want, rel=1e-3)
     assert fid(points(real), points(real), IDENTITY2).value == pytest.approx(0.0, abs=1e-4)
+
+
+def test_knn_distance_hand_values_and_precomputed_reference():
+    ref = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0], [10.0, 10.0]])
+    img = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    # k = 2 nearest: (0, 0) -> {0, 3} mean 1.5; (3, 4) -> {3, 4} (to (0, 4) and (3, 0)) mean 3.5; median of 2 = lower
+    got = knn_distance(points(img), points(ref), IDENTITY2, k=2)
+    assert got.values.tolist() == pytest.approx([1.5, 3.5]) and got.value == pytest.approx(1.5)
+    # a zero-distance match dropped: (0, 0) -> {3, 4}
+    assert knn_distance(points(img), points(ref), IDENTITY2, k=2, exclude_self=True).values[0] == pytest.approx(3.5)
+    # features given instead of reference images: same figures, the reference is not embedded again
+    calls = []
+    net = FeatureNet(lambda x: calls.append(len(x)) or x.flatten(1), num_features=2)
+    assert torch.equal(knn_distance(points(img), ref, net, k=2).values, got.values) and calls == [2]
+    with pytest.raises(ValueError, match=r"`reference` must be .* \(M, 2\) features with M >= k = 5"):
+        knn_distance(points(img), ref, IDENTITY2, k=5)
+    with pytest.raises(ValueError, match="`reference` must be"):
+        knn_distance(points(img), torch.zeros(4, 3), IDENTITY2)
 
 
 def test_fid_matches_torchmetrics_on_identical_inputs():

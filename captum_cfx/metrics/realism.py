@@ -81,12 +81,19 @@ def knn_distance(images: Tensor, reference: Tensor, feature_net: Callable[[Tenso
 
     Lower is more realistic. Compare with the same figure for real held-out images. The aggregate is
     the median. ``exclude_self`` drops zero-distance matches (when ``images`` are in ``reference``).
+    ``reference`` may be given as its features under the same ``feature_net`` (a 2-D tensor), so that a
+    large reference set is embedded once for several calls.
 
     Shape:
-        - images: ``(N, C, H, W)``; reference: ``(M, C, H, W)`` with ``M >= k``; ``values``: ``(N,)``.
+        - images: ``(N, C, H, W)``; reference: ``(M, C, H, W)`` images or ``(M, F)`` features, with
+          ``M >= k``; ``values``: ``(N,)``.
     """
     net = feature_net if feature_net is not None else mnist_features()
-    fa, fr = _features(net, images), _features(net, reference)
+    fa = _features(net, images)
+    fr = reference if reference.dim() == 2 else _features(net, reference)
+    if fr.dim() != 2 or fr.shape[1] != fa.shape[1] or len(fr) < k:
+        raise ValueError(f"`reference` must be (M, C, H, W) images or (M, {fa.shape[1]}) features with M >= k = {k}; "
+                         f"got shape {tuple(reference.shape)}")
     d = torch.cdist(fa, fr)
     if exclude_self:
         d = d.masked_fill(d < 1e-6, float("inf"))
