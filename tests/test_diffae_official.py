@@ -57,7 +57,9 @@ def _lightning_ckpt(path: Path, extra: dict | None = None) -> Path:
     """The official checkpoint layout: ``state_dict`` with ``model.*`` and ``ema_model.*`` (+ Lightning's extras)."""
     ema = {k: v for k, v in GOLDEN.items() if k.startswith("ema_model.")}
     train = {"model." + k[len("ema_model."):]: 0.5 * v for k, v in ema.items()}  # different training weights
-    state = {**train, **ema, "x_T": torch.randn(4, 3, 32, 32)}
+    # + the latent DPM of the *_latent checkpoints, which the autoencoder leaves out
+    latent_net = {f"{p}latent_net.layers.0.weight": torch.randn(4, 32) for p in ("model.", "ema_model.")}
+    state = {**train, **ema, **latent_net, "x_T": torch.randn(4, 3, 32, 32), "conds_mean": torch.zeros(1, 32)}
     torch.save({"epoch": 3, "global_step": 1000, "state_dict": state,
                 "hyper_parameters": _HyperParameters(img_size=32), **(extra or {})}, path)
     return path
@@ -167,6 +169,14 @@ def test_reading_a_malicious_checkpoint_runs_no_code(tmp_path, kind):
     assert not target.exists()
 
 
+def test_ddim_respacing_is_the_official_one():
+    for steps, timesteps in META["official_ddim_timesteps"].items():
+        assert ddim_timesteps(1000, int(steps)) == timesteps
+    for steps in META["official_ddim_refused"]:
+        with pytest.raises(ValueError, match=f"`num_inference_steps`={steps} cannot be made"):
+            ddim_timesteps(1000, steps)
+
+
 def test_parameter_counts_match_the_official_templates():
     counts = META["official_parameter_counts"]
     assert set(counts) == set(DIFFAE_TEMPLATES)
@@ -185,8 +195,6 @@ def test_bad_inputs(official, tmp_path):
         OfficialDiffusionAutoencoder.from_template({**TINY, "net_chanels": 8})
     with pytest.raises(ValueError, match="net_beatgans_resnet_two_cond"):
         OfficialDiffusionAutoencoder.from_template({**TINY, "net_beatgans_resnet_two_cond": False})
-    with pytest.raises(ValueError, match="`num_inference_steps`=999 cannot be made"):
-        ddim_timesteps(1000, 999)
     with pytest.raises(ValueError, match="does not match `template`"):
         OfficialDiffusionAutoencoder.from_diffae_checkpoint(ckpt, template={**TINY, "net_ch": 64})
     with pytest.raises(ValueError, match="has no 'ema_model.\\*' weights"):

@@ -90,6 +90,7 @@ def official_model(config, fields: dict):
 
 def main(official: str) -> None:
     config, templates, renderer, experiment_classifier = import_official(official)
+    from diffusion.diffusion import space_timesteps
     counts = {}
     for name in TEMPLATES:
         with torch.device("meta"):
@@ -146,6 +147,15 @@ def main(official: str) -> None:
     (ROOT / "tests/data/diffae_golden.json").write_text(json.dumps(
         {"source": "github.com/phizaz/diffae (official code, run by tools/make_diffae_golden.py)",
          "tiny_template": TINY, "methods_template": METHODS, "official_parameter_counts": counts}, indent=2) + "\n")
+    spacing, refused = {}, []
+    for k in (1, 3, 7, 10, 20, 50, 100, 250, 999):
+        try:
+            spacing[str(k)] = sorted(space_timesteps(1000, f"ddim{k}"))
+        except ValueError:
+            refused.append(k)
+    meta = json.loads((ROOT / "tests/data/diffae_golden.json").read_text())
+    meta["official_ddim_timesteps"], meta["official_ddim_refused"] = spacing, refused
+    (ROOT / "tests/data/diffae_golden.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(json.dumps(counts, indent=2))
 
 

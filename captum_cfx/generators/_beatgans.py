@@ -72,8 +72,8 @@ class _Resample(nn.Module):
 
 
 class _ResBlock(nn.Module):
-    """Residual block; conditioned on a time embedding (scale-shift) and a semantic code (scale) when
-    ``emb_channels`` is given, a plain two-layer-less block (norm, SiLU, conv) otherwise."""
+    """Residual block. With ``emb_channels``: norm, SiLU, conv, then norm, scale-shift by the time embedding,
+    scale by the semantic code, SiLU, dropout, conv. Without (the encoder's blocks): norm, SiLU, conv only."""
 
     def __init__(self, in_channels: int, out_channels: int, emb_channels: int | None = None,
                  cond_channels: int | None = None, dropout: float = 0.0, resample: str | None = None) -> None:
@@ -306,9 +306,8 @@ OFFICIAL_KEY_MAP: tuple[tuple[str, str], ...] = (
 def map_official_state_dict(state: dict[str, Any]) -> dict[str, Any]:
     """Rename the keys of an official ``BeatGANsAutoencModel`` state dict (without the ``model.`` prefix) to ours.
 
-    Raises:
-        ValueError: a key that the table does not map onto our layout (for instance the latent DPM's
-            ``latent_net.*``: drop those first).
+    Keys the table does not know pass through unchanged (the latent DPM's ``latent_net.*``, say), so a
+    ``load_state_dict`` against our model names them; the caller decides what to drop.
     """
     out = {}
     for key, value in state.items():
