@@ -16,6 +16,7 @@ from captum_cfx import (
     RegressionTarget,
     TargetClass,
 )
+from captum_cfx.optim import LatentOptimizer
 
 from .conftest import linear_world
 
@@ -205,15 +206,37 @@ def test_regression_objective_freezes_on_success():
     assert ((out.predictions - out.goals).abs() > 0.04).all()
 
 
-def test_distance_penalty_and_radius(shipped, mnist_test):
+def test_radius_keeps_latents_in_the_ball(shipped, mnist_test):
     clf, _, gen = shipped
     x, y = mnist_test
     atk = LatentCounterfactualAttack(clf, gen)
     out = atk.generate(x[:8], target=(y[:8] + 1) % 10, radius=1.0, max_steps=30)
     d = (out.latents.free - out.original_latents.free).norm(dim=1)
     assert (d <= 1.0 + 1e-4).all()
-    pen = atk.generate(x[:8], target=(y[:8] + 1) % 10, distance_penalty=0.05, max_steps=100)
-    assert torch.isfinite(pen.latents.free).all()
+
+
+class _GradientDescent(LatentOptimizer):
+    def step(self, z, grad, state, t):
+        return z - self.lr * grad
+
+
+def test_distance_penalty_gives_the_ridge_solution():
+    """Regressor r(D(z)) = a . z on a linear decoder: with the penalty, plain gradient descent on
+    (a . z - y)^2 + lam ||z - z0||^2 settles at z0 + a (y - a . z0) / (||a||^2 + lam), short of the target."""
+    A, _, gen, _ = linear_world()
+    w = torch.tensor([1.0, -0.5, 0.25, 0.0])
+    a = A.T @ w
+    x = gen.decode(torch.tensor([[0.5, -0.2], [-0.3, 0.4]]))
+    z0 = gen.encode(x).free
+    atk = LatentCounterfactualAttack(lambda img: img.flatten(1) @ w[:, None], gen)
+    kw = dict(target=0.9, objective=RegressionTarget(tolerance=1e-3), optimizer=_GradientDescent(0.2), max_steps=300)
+    lam = 0.5
+    pen = atk.generate(x, distance_penalty=lam, **kw)
+    want = z0 + (0.9 - z0 @ a)[:, None] * a / (a @ a + lam)
+    assert torch.allclose(pen.latents.free, want, atol=1e-5)
+    assert not pen.success.any() and (pen.n_steps == 300).all()
+    free = atk.generate(x, **kw)  # without it the same search reaches the target
+    assert free.success.all() and (free.predictions[:, 0] - 0.9).abs().max() <= 1e-3
 
 
 def test_skip_zero_grad():
@@ -328,21 +351,43 @@ def test_noise_tunnel_and_visualization(shipped, mnist_test):
 
 
 def test_sensitivity_and_infidelity(shipped, mnist_test):
+    """Captum's metrics on our maps give the figures computed by hand, one example at a time: Captum expands the
+    batch (each example repeated per perturbation, targets with it), and each example's search is its own."""
     clf, _, gen = shipped
     x, y = mnist_test
+    x, tgt = x[:2], (y[:2] + 1) % 10
     atk = LatentCounterfactualAttack(clf, gen)
-    tgt = (y[:2] + 1) % 10
-    sens = sensitivity_max(atk.attribute, x[:2], target=tgt, n_perturb_samples=2, perturb_radius=0.01,
-                           max_steps=30)
-    assert sens.shape == (2,) and torch.isfinite(sens).all()
-    maps = atk.attribute(x[:2], target=tgt, max_steps=30)
+    n = 2
+    ramp = torch.linspace(-0.01, 0.01, x[0].numel()).view(x.shape[1:])
+
+    def nudge(inputs):  # row j of Captum's expanded batch is example j // n, perturbation j % n
+        k = torch.arange(len(inputs)) % n
+        return inputs + torch.where(k == 0, 1.0, -0.5).view(-1, 1, 1, 1) * ramp
+
+    sens = sensitivity_max(atk.attribute, x, perturb_func=nudge, target=tgt, n_perturb_samples=n, max_steps=30)
+    want = []
+    for i in range(2):
+        a = atk.attribute(x[i : i + 1], target=tgt[i : i + 1], max_steps=30)
+        moved = [atk.attribute(x[i : i + 1] + c * ramp, target=tgt[i : i + 1], max_steps=30) for c in (1.0, -0.5)]
+        want.append(max(float((m - a).norm() / a.norm()) for m in moved))
+    assert sens.tolist() == pytest.approx(want, rel=1e-4) and min(want) > 0
+
+    maps = atk.attribute(x, target=tgt, max_steps=30)
+    gen_ = torch.Generator().manual_seed(0)
+    noises = []
 
     def perturb_fn(inputs):
-        noise = torch.randn_like(inputs) * 0.01
+        noise = torch.randn(inputs.shape, generator=gen_) * 0.01
+        noises.append(noise)
         return noise, inputs - noise
 
-    inf = infidelity(clf, perturb_fn, x[:2], maps, target=tgt, n_perturb_samples=4)
-    assert inf.shape == (2,) and torch.isfinite(inf).all()
+    inf = infidelity(clf, perturb_fn, x, maps, target=tgt, n_perturb_samples=4)
+    noise = noises[0].view(2, 4, *x.shape[1:])  # rows: example-major, as Captum expands them
+    with torch.no_grad():
+        fx = clf(x).gather(1, tgt[:, None])
+        f_moved = clf((x[:, None] - noise).flatten(0, 1)).view(2, 4, -1).gather(2, tgt[:, None, None].expand(2, 4, 1))
+    dot = (noise * maps[:, None]).flatten(2).sum(2)
+    assert inf.tolist() == pytest.approx(((dot - (fx - f_moved[..., 0])) ** 2).mean(1).tolist(), rel=1e-3)
 
 
 def test_attack_comparator_and_min_param(shipped, mnist_test):
