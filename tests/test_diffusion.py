@@ -96,6 +96,10 @@ def test_attack_runs_unchanged_on_diffae():
     clf = TinyClassifier()
     out = LatentCounterfactualAttack(clf, gen).generate(torch.rand(3, 1, 8, 8), target=1, margin=0.0, max_steps=3)
     assert out.latents.free.shape == (3, 4) and torch.equal(out.latents.fixed["x_T"], out.original_latents.fixed["x_T"])
+    moved = out.n_steps > 0  # the semantic code moved where steps were taken, x_T stayed
+    assert moved.any() and not torch.equal(out.latents.free[moved], out.original_latents.free[moved])
+    with torch.no_grad():
+        torch.testing.assert_close(out.counterfactuals, gen.decode(out.latents), atol=1e-5, rtol=1e-4)
 
 
 def test_bad_configs(tmp_path):

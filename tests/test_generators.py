@@ -66,7 +66,13 @@ def test_bad_images(tiny, bad, exc, match):
 
 def test_small_noise_outside_range_is_accepted(tiny):
     _, _, gen, x = tiny
-    gen.encode(x + 0.05 * torch.randn_like(x))  # NoiseTunnel-style excursions
+    noisy = x + 0.05 * torch.randn_like(x)  # NoiseTunnel-style excursions just outside [0, 1]
+    assert noisy.min() < 0 or noisy.max() > 1
+    lat = gen.encode(noisy)
+    assert lat.free.shape == (6, 3) and torch.isfinite(lat.free).all()
+    assert not torch.allclose(lat.free, gen.encode(x).free)  # encoded as given, not clamped back to x
+    with pytest.raises(ValueError, match="input range"):
+        gen.encode(x * 255)  # a 0-255 image is refused, not taken for noise
 
 
 def test_mismatched_encoder_decoder():

@@ -219,7 +219,10 @@ def test_fixed_latent_parts_travel_with_each_image(tiny):
     gcd = GlobalCounterfactualDirections(clf, gen, classes=(0, 2), distance=pixel_distance, n_hessian=1).fit(x[:1])
     out = gcd.transfer(x, [0.0])
     torch.testing.assert_close(out.counterfactuals, gen.decode(gen.encode(x)))  # alpha 0 = each own reconstruction
-    assert gcd.attribute(x, alpha=0.5).shape == x.shape
+    maps = gcd.attribute(x, alpha=0.5)
+    assert maps.abs().sum() > 0
+    for i in (0, 3):  # each image moves with its own fixed part, whatever the batch around it
+        torch.testing.assert_close(maps[i : i + 1], gcd.attribute(x[i : i + 1], alpha=0.5))
 
 
 def test_finite_difference_hessians_match_exact_ones(tiny):
