@@ -239,14 +239,16 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
         >>> from captum_cfx.zoo import load_generator, load_pretrained
         >>> world, gen = AttributeWorld(), load_generator("world-vae")
         >>> oracle = load_pretrained("world-oracle")
-        >>> x, f = world.sample(1000, generator=torch.Generator().manual_seed(0))
+        >>> x, f = world.sample(400, generator=torch.Generator().manual_seed(0))
         >>> z = gen.encode(x).free.detach()
         >>> lin = LinearDirections(LatentProbes().fit(z, f, world.factor_names), z)
         >>> cfsn = CounterfactualSufficiencyNecessity(load_pretrained("world-smile-spurious"), gen, lin,
         ...                                           lambda im: torch.sigmoid(oracle(im)))
-        >>> res = cfsn.estimate(x[:200], target=1, n_bootstrap=200)
+        >>> res = cfsn.estimate(x[:100], target=1, n_bootstrap=100)   # global scores per attribute
         >>> res.suf.shape
         torch.Size([9])
+        >>> cfsn.attribute(x[:4], target=1).shape                     # per-input effects
+        torch.Size([4, 9])
     """
 
     def __init__(self, forward_func: Callable[..., Tensor], generator: LatentGenerator,

@@ -148,8 +148,10 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
         >>> xtr, _ = load_mnist("train"); x, y = load_mnist("test")
         >>> morpho = Morphometry()
         >>> cda = CounterfactualDescriptorAttribution(load_pretrained("mnist-classifier"), load_generator("mnist-vae"))
-        >>> cda = cda.fit(xtr[::4], morpho(xtr[::4]), morpho.names)      # 1,000 training digits
-        >>> deltas = cda.attribute(x[:16], target=(y[:16] + 1) % 10)      # (16, 6)
+        >>> cda = cda.fit(xtr[::8], morpho(xtr[::8]), morpho.names)      # 500 training digits
+        >>> deltas = cda.attribute(x[::125], target=(y[::125] + 1) % 10)  # 8 digits of 8 classes
+        >>> deltas.shape
+        torch.Size([8, 6])
         >>> cda.descriptor_names
         ['area', 'length', 'thickness', 'slant', 'width', 'height']
     """

@@ -85,9 +85,23 @@ class InterFaceGANEdit(PerturbationAttribution):
 
     Examples::
 
+        >>> import torch
+        >>> from captum_cfx import InterFaceGANEdit
+        >>> from captum_cfx.datasets import load_mnist
+        >>> from captum_cfx.descriptors import LatentProbes, Morphometry
+        >>> from captum_cfx.zoo import load_generator, load_pretrained
+        >>> model, generator = load_pretrained("mnist-classifier"), load_generator("mnist-vae")
+        >>> xtr, _ = load_mnist("train"); x, _ = load_mnist("test")
+        >>> morpho = Morphometry()
+        >>> probes = LatentProbes().fit(generator.encode(xtr[::8]).free.detach(), morpho(xtr[::8]), morpho.names)
         >>> edit = InterFaceGANEdit(model, generator, probes)
-        >>> out = edit.generate(x, descriptor="thickness", value=2.0)   # +2 std of thickness
-        >>> maps = edit.attribute(x, descriptor="thickness", value=2.0)
+        >>> out = edit.generate(x[::125], descriptor="thickness", value=2.0)   # +2 std of thickness
+        >>> thickness = probes.predict(out.latents.free)[:, probes.index("thickness")]
+        >>> torch.allclose(thickness, torch.full((8,), 2.0), atol=1e-4)
+        True
+        >>> maps = edit.attribute(x[::125], descriptor="thickness", value=2.0)   # edited - reconstruction
+        >>> maps.shape
+        torch.Size([8, 1, 28, 28])
     """
 
     def __init__(self, forward_func: Callable[..., Tensor], generator: LatentGenerator, probes: LatentProbes) -> None:

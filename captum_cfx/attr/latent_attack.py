@@ -78,9 +78,14 @@ class LatentCounterfactualAttack(GradientAttribution, Perturbation):
         >>> from captum_cfx.datasets import load_mnist
         >>> from captum_cfx.zoo import load_generator, load_pretrained
         >>> x, y = load_mnist("test")
+        >>> x, y = x[::125], y[::125]                                 # 8 digits of 8 classes
         >>> attack = LatentCounterfactualAttack(load_pretrained("mnist-classifier"), load_generator("mnist-vae"))
-        >>> out = attack.generate(x[:8], target=(y[:8] + 1) % 10)
-        >>> maps = attack.attribute(x[:8], target=(y[:8] + 1) % 10)   # (8, 1, 28, 28)
+        >>> out = attack.generate(x, target=(y + 1) % 10)
+        >>> bool(out.success.all()), out.counterfactuals.shape
+        (True, torch.Size([8, 1, 28, 28]))
+        >>> maps = attack.attribute(x, target=(y + 1) % 10)          # counterfactual - reconstruction
+        >>> maps.shape
+        torch.Size([8, 1, 28, 28])
     """
 
     def __init__(self, forward_func: Callable[..., Tensor], generator: LatentGenerator) -> None:

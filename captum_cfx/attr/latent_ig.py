@@ -98,7 +98,9 @@ class LatentIntegratedGradients(GradientAttribution):
         >>> from captum_cfx.zoo import load_generator, load_pretrained
         >>> x, y = load_mnist("test")
         >>> lig = LatentIntegratedGradients(load_pretrained("mnist-classifier"), load_generator("mnist-vae"))
-        >>> attr, delta = lig.attribute(x[:4], target=y[:4], n_steps=64, return_convergence_delta=True)
+        >>> attr, delta = lig.attribute(x[::250], target=y[::250], n_steps=64, return_convergence_delta=True)
+        >>> attr.shape, delta.shape
+        (torch.Size([4, 1, 28, 28]), torch.Size([4]))
     """
 
     def __init__(self, forward_func: Callable[..., Tensor], generator: LatentGenerator) -> None:

@@ -38,9 +38,20 @@ class ProbeConceptClassifier(Classifier):
 
     Examples::
 
+        >>> import tempfile, torch
         >>> from captum.concept import TCAV
-        >>> clf = probes.to_concept_classifier({0: "thickness"})
-        >>> tcav = TCAV(LatentInputModel(model, generator), layers=["latent"], classifier=clf)
+        >>> from captum_cfx.descriptors import LatentInputModel, LatentProbes
+        >>> from captum_cfx.zoo import load_generator, load_pretrained
+        >>> z = torch.randn(400, 32, generator=torch.Generator().manual_seed(0))   # mnist-vae's latent size
+        >>> probes = LatentProbes().fit(z, (z[:, :2] > 0).float(), ["first", "second"])
+        >>> clf = probes.to_concept_classifier({0: "first"})
+        >>> bool(clf.train_and_eval([(z[:4], torch.tensor([0, 0, 1, 1]))])["accs"] > 0.9)  # concept 0, random 1
+        True
+        >>> clf.weights().shape              # the probe's unit normal, and its negation for the random concept
+        torch.Size([2, 32])
+        >>> model = LatentInputModel(load_pretrained("mnist-classifier"), load_generator("mnist-vae"))
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     tcav = TCAV(model, layers=["latent"], classifier=clf, save_path=tmp)
     """
 
     def __init__(self, probes: LatentProbes, concepts: dict[int, str | int]) -> None:

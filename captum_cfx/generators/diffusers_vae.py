@@ -30,7 +30,9 @@ class DiffusersVAEGenerator(LatentGenerator):
 
     Examples::
 
+        >>> import torch
         >>> from diffusers import AutoencoderKL
+        >>> from captum_cfx.generators import DiffusersVAEGenerator
         >>> vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=2,
         ...                     sample_size=8)
         >>> gen = DiffusersVAEGenerator(vae)

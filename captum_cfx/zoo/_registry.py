@@ -68,6 +68,7 @@ def load_generator(name: str = "mnist-vae", weights_dir: str | Path | None = Non
 
     Examples::
 
+        >>> import torch
         >>> from captum_cfx.zoo import load_generator
         >>> gen = load_generator("mnist-vae")
         >>> gen.encode(torch.rand(2, 1, 28, 28)).free.shape
