@@ -2,15 +2,18 @@
 
 Each optimiser keeps its state as tensors with one row per sample, so that finished samples can be
 dropped from the batch ("compaction") without disturbing the others: ``state = {k: v[keep]}``.
-The step count ``t`` is shared, because every active sample has taken the same number of steps.
+The step number ``t`` is an int shared by the batch, or a long ``(N,)`` tensor of per-sample step numbers
+(what the search engine passes, so that samples entering a running batch start at step 1); both give
+bit-identical updates.
 
 Shape:
-    - z, grad: ``(N, *)``; every state tensor: ``(N, *)``.
+    - z, grad: ``(N, *)``; every state tensor: ``(N, *)``; t: int or ``(N,)``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from functools import lru_cache
 
 import torch
 from torch import Tensor
@@ -20,6 +23,28 @@ __all__ = ["LatentAdam", "LatentOptimizer", "NormalizedGradient", "SignGradient"
 
 def _per_sample_norm(g: Tensor) -> Tensor:
     return g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (g.dim() - 1)))
+
+
+#: steps for which Adam's bias corrections are tabulated exactly; beyond, ``1 - beta**t`` is computed in
+#: float64 by torch (for beta <= 0.999 it is 1.0 there either way)
+_TABLE = 1 << 16
+
+
+@lru_cache(maxsize=16)
+def _bias_table(beta: float, device: torch.device, dtype: torch.dtype) -> Tensor:
+    # Python's float pow, exactly what ``1 - beta**t`` with an int ``t`` gives
+    return torch.tensor([1 - beta**t for t in range(_TABLE)], dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+def _bias_correction(beta: float, t: int | Tensor, like: Tensor) -> float | Tensor:
+    """``1 - beta**t``: a float for an int ``t``; for per-sample ``t`` an ``(N, 1, ...)`` tensor whose
+    values equal the float's (so the division rounds the same)."""
+    if not isinstance(t, Tensor):
+        return 1 - beta**t
+    table = _bias_table(float(beta), like.device, like.dtype)
+    exact = table[t.clamp(max=_TABLE - 1)]
+    c = torch.where(t < _TABLE, exact, (1 - beta ** t.double()).to(like.dtype))
+    return c.view(-1, *([1] * (like.dim() - 1)))
 
 
 class LatentOptimizer(ABC):
@@ -35,8 +60,9 @@ class LatentOptimizer(ABC):
         return {}
 
     @abstractmethod
-    def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], t: int) -> Tensor:
-        """Return the updated latents (``t`` is the 1-based step number); may update ``state`` in place."""
+    def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], t: int | Tensor) -> Tensor:
+        """Return the updated latents; may update ``state`` in place. ``t`` is the 1-based step number,
+        shared (int) or per sample (long ``(N,)``)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(lr={self.lr})"
@@ -52,13 +78,13 @@ class LatentAdam(LatentOptimizer):
     def init_state(self, z: Tensor) -> dict[str, Tensor]:
         return {"m": torch.zeros_like(z), "v": torch.zeros_like(z)}
 
-    def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], t: int) -> Tensor:
+    def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], t: int | Tensor) -> Tensor:
         b1, b2 = self.betas
         m, v = state["m"], state["v"]
         m.mul_(b1).add_(grad, alpha=1 - b1)
         v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        mhat = m / (1 - b1**t)
-        vhat = v / (1 - b2**t)
+        mhat = m / _bias_correction(b1, t, m)
+        vhat = v / _bias_correction(b2, t, v)
         return z - self.lr * mhat / (vhat.sqrt() + self.eps)
 
 
@@ -68,7 +94,7 @@ class NormalizedGradient(LatentOptimizer):
     def __init__(self, lr: float = 0.1) -> None:
         super().__init__(lr)
 
-    def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], t: int) -> Tensor:
+    def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], t: int | Tensor) -> Tensor:
         return z - self.lr * grad / _per_sample_norm(grad)
 
 
@@ -78,7 +104,7 @@ class SignGradient(LatentOptimizer):
     def __init__(self, lr: float = 0.02) -> None:
         super().__init__(lr)
 
-    def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], t: int) -> Tensor:
+    def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], t: int | Tensor) -> Tensor:
         return z - self.lr * grad.sign()
 
 
