@@ -123,7 +123,7 @@ class ActiveSet:
     def __len__(self) -> int:
         return self.index.numel()
 
-    def write(self, mask: Tensor, **values: Tensor) -> None:
+    def write(self, mask: Tensor, /, **values: Tensor) -> None:
         """Write ``values[mask]`` into the result rows of the active samples selected by ``mask``."""
         idx = self.index[mask]
         for k, v in values.items():
@@ -138,7 +138,7 @@ class ActiveSet:
         self.vars = {k: _take(v, keep, n) for k, v in self.vars.items()}
         self.state = {k: v[keep] for k, v in self.state.items()}
 
-    def finish(self, stop: Tensor, **values: Tensor) -> None:
+    def finish(self, stop: Tensor, /, **values: Tensor) -> None:
         """Samples ``stop`` leave: ``values[stop]`` go to their result rows, their ``n_steps`` is recorded,
         and the active set is compacted."""
         if not bool(stop.any()):

@@ -105,7 +105,7 @@ def test_batched_inversion_shapes(gan):
     assert isinstance(out, ProjectionOutput) and len(out) == 5
     assert gan.latent_space == "w" and out.latent.free.shape == (5, 6)
     assert out.projections.shape == x.shape and out.error.shape == (5,) and out.n_steps.shape == (5,)
-    assert set(out.latent.fixed) == {"projection_error", "projection_ok"}
+    assert out.latent.fixed == {} and set(out.latent.diagnostics) == {"projection_error", "projection_ok"}
     assert torch.equal(out.kept, torch.arange(5))
     # optimisation improves on the best start, and the reported error is that of the returned latent
     assert (out.error <= out.start_error + 1e-7).all() and out.error.mean() < out.start_error.mean()
@@ -147,7 +147,7 @@ def test_projection_error_flag_and_drop():
     out = g.project(torch.cat([on, off]))
     assert out.ok.tolist() == [True, True, True, False, False]
     assert (out.error[:3] < 0.01).all() and (out.error[3:] > 0.01).all()
-    assert torch.equal(out.latent.fixed["projection_ok"], out.ok)
+    assert torch.equal(out.latent.diagnostics["projection_ok"], out.ok)
     dropped = g.project(torch.cat([on, off]), drop=True)
     assert dropped.kept.tolist() == [0, 1, 2] and len(dropped.latent) == 3 and dropped.ok.all()
     assert torch.allclose(dropped.latent.free, out.latent.free[:3])
@@ -162,7 +162,7 @@ def test_round_trip(space):
     assert lat.free.shape == (4, 6 if space == "w" else 4)
     x = g.decode(lat).detach()
     back = g.encode(x)
-    assert back.fixed["projection_error"].max() < 1e-3
+    assert back.diagnostics["projection_error"].max() < 1e-3
     assert torch.allclose(g.decode(back), x, atol=0.05)
 
 
@@ -186,7 +186,7 @@ def test_noise_inputs_live_in_the_fixed_part():
     assert not torch.allclose(g.decode(lat), g.decode(lat.free))  # a bare tensor decodes with zero noise
     # row 1 alone decodes as row 1 of the batch (a batch of one may take another matmul kernel: 1e-6)
     torch.testing.assert_close(g.decode(lat[1]), g.decode(lat)[1:2], rtol=0, atol=1e-6)
-    assert torch.allclose(lat.fixed["projection_error"], (g.decode(lat) - x).flatten(1).pow(2).mean(1), atol=1e-6)
+    assert torch.allclose(lat.diagnostics["projection_error"], (g.decode(lat) - x).flatten(1).pow(2).mean(1), atol=1e-6)
 
 
 def test_separate_mapping_and_plain_generator():
@@ -283,7 +283,8 @@ def test_shipped_mnist_gan(mnist_test):
     with torch.no_grad():
         acc = (clf(gan.decode(lat)).argmax(1) == y[idx]).float().mean()
     assert acc >= 0.8
-    assert lat.fixed["projection_error"].median() < 0.03 and lat.fixed["projection_ok"].float().mean() >= 0.8
+    diag = lat.diagnostics
+    assert diag["projection_error"].median() < 0.03 and diag["projection_ok"].float().mean() >= 0.8
 
 
 def test_adamw_decays_towards_the_mean_w():

@@ -67,9 +67,9 @@ class SufficiencyNecessityOutput:
         latents: ``(N, d)`` the samples; latents_add, latents_remove: ``(N, k, d)`` the intervened latents
             (``None`` with ``keep_latents=False``).
         confidence: level of the intervals.
-        extra: ``causal_graph`` (whether one was used) and, for samples encoded by optimisation (e.g.
-            :class:`~captum_cfx.generators.GANGenerator`), ``projection_ok``: ``(N,)`` bool, False where the
-            sample is a failed projection of its image.
+        extra: ``causal_graph`` (whether one was used) and the samples' ``Latent.diagnostics``: for samples
+            encoded by optimisation (e.g. :class:`~captum_cfx.generators.GANGenerator`), ``projection_ok``:
+            ``(N,)`` bool, False where the sample is a failed projection of its image, and ``projection_error``.
     """
 
     names: list[str]
@@ -387,7 +387,8 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
         return c
 
     def _prepare(self, inputs: Tensor | None, latents: Any, n_samples: int | None, generator: torch.Generator | None
-                 ) -> tuple[Tensor, dict[str, Tensor]]:
+                 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """``(z, fixed parts, diagnostics)`` of the samples."""
         given = [inputs is not None, latents is not None, n_samples is not None]
         if sum(given) != 1:
             raise ValueError("give exactly one of `inputs` (images to encode), `latents` and `n_samples` "
@@ -395,22 +396,23 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
         if inputs is not None:
             x = self.generator.check_images(inputs, "inputs")
             with eval_mode(self.generator):
-                lat = self.generator.encode(x)
-            return lat.free.detach().flatten(1), {k: v.detach() for k, v in lat.fixed.items()}
+                lat = self.generator.encode(x).detach()
+            return lat.free.flatten(1), lat.fixed, lat.diagnostics
         if latents is not None:
             if isinstance(latents, Latent):
-                return latents.free.detach().flatten(1), {k: v.detach() for k, v in latents.fixed.items()}
+                lat = latents.detach()
+                return lat.free.flatten(1), lat.fixed, lat.diagnostics
             if not isinstance(latents, Tensor) or latents.dim() < 2 or not latents.is_floating_point():
                 raise ValueError(f"`latents` must be a floating (N, d) tensor or a Latent; got "
                                  f"{getattr(latents, 'shape', type(latents).__name__)}")
-            return latents.detach().flatten(1), {}
+            return latents.detach().flatten(1), {}, {}
         check_positive(n_samples, "n_samples", integer=True)
         draw = getattr(self.generator, "sample", None)
         if callable(draw):  # the generator's own prior (e.g. a GAN's mapped W), with its fixed part
-            lat = draw(int(n_samples), generator=generator)
-            return lat.free.detach().flatten(1), {k: v.detach() for k, v in lat.fixed.items()}
+            lat = draw(int(n_samples), generator=generator).detach()
+            return lat.free.flatten(1), lat.fixed, lat.diagnostics
         z = torch.randn(int(n_samples), self.intervention.latent_dim_, generator=generator)
-        return z.to(self.generator.device, self.generator.dtype), {}
+        return z.to(self.generator.device, self.generator.dtype), {}, {}
 
     # ------------------------------------------------------------------ public
     @torch.no_grad()
@@ -457,7 +459,7 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
         if not (isinstance(confidence, float) and 0.0 < confidence < 1.0):
             raise ValueError(f"`confidence` must be a float in (0, 1); got {confidence!r}")
         inp = CaptumInputs.parse(inputs) if inputs is not None else None
-        z, fixed = self._prepare(inp.image if inp is not None else None, latents, n_samples, generator)
+        z, fixed, diagnostics = self._prepare(inp.image if inp is not None else None, latents, n_samples, generator)
         if z.shape[0] == 0:
             raise ValueError("the samples must hold at least one row; got 0")
         target = parse_target(target, z.shape[0], None, z.device)
@@ -511,7 +513,7 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
             prob=p0, prob_add=p_add, prob_remove=p_rem, state=s0, valid_add=v_add, valid_remove=v_rem,
             latents=z.cpu(), latents_add=z_add, latents_remove=z_rem, confidence=confidence,
             extra={"causal_graph": self.causal_graph is not None,
-                   **({"projection_ok": fixed["projection_ok"].cpu()} if "projection_ok" in fixed else {})},
+                   **{k: v.cpu() for k, v in diagnostics.items()}},
         )
 
     @staticmethod

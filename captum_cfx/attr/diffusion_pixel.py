@@ -38,22 +38,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from captum.attr import GradientAttribution
-from captum.log import log_usage
-from captum.robust import Perturbation
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from captum_cfx._utils import as_tuple, call_model, check_same_device, eval_mode, index_args
-from captum_cfx._validation import check_positive, format_inputs
-from captum_cfx.attr._common import check_model_and_generator, generate_on, like_inputs
-from captum_cfx.attr.output import CounterfactualOutput
-from captum_cfx.generators.base import Latent
+from captum_cfx._search import ActiveSet, Step, rows_finite
+from captum_cfx._utils import index_args
+from captum_cfx._validation import check_positive
+from captum_cfx.attr._base import CounterfactualMethod, Inputs
 from captum_cfx.generators.ddim import DDIMGenerator, DDIMSampler, _from_model, _to_model
 from captum_cfx.objectives import LogitMargin, Objective, get_objective
 
@@ -66,34 +61,68 @@ DEFAULTS: dict[str, Any] = {"step_size": 1 / 255, "step_rule": "sign", "max_step
 
 
 @dataclass
-class PixelCounterfactualOutput(CounterfactualOutput):
-    """:class:`~captum_cfx.CounterfactualOutput` plus the pixel method's intermediate results.
+class PixelCounterfactualOutput:
+    """Everything the pixel-space search produced, one row per input.
 
-    For this method ``latents.free`` holds the adversarial images ``x_adv`` and ``original_latents.free``
-    the inputs (the search space is the pixels); ``reconstructions`` are the inputs themselves.
+    The search space is the pixels, so there is no latent: the adversarial images ``x_adv`` and the
+    regenerated masks take its place.
 
     Attributes:
+        counterfactuals: the returned images ``(N, C, H, W)``: inpainted inside ``masks``, the input outside.
+        inputs: the input images ``(N, C, H, W)`` (what :meth:`attribute` subtracts; also
+            :attr:`reconstructions`, the name the latent methods' outputs use).
+        original_predictions: the model's output on the inputs, ``(N, *)``.
+        predictions: the model's output on the counterfactuals, ``(N, *)``.
+        success: bool ``(N,)``: the objective is met on the counterfactual.
+        n_steps: int ``(N,)``: attack steps each sample took.
+        goals: the per-sample goal (target class or value), ``(N,)``.
+        nonfinite: bool ``(N,)``: the search produced NaN/Inf for this sample and was stopped.
         masks: bool ``(N, 1, H, W)``: the region that was regenerated; outside it
             ``counterfactuals == inputs`` exactly.
         adversarials: ``x_adv`` after the attack, ``(N, C, H, W)``.
         filtered: ``F(x_adv)``, the filtered image the model saw at the last attack step.
-        attack_success: bool ``(N,)``: the objective was met on ``F(x_adv)`` (before inpainting);
-            ``success`` is judged on the final counterfactuals.
+        attack_success: bool ``(N,)``: the objective was met on ``F(x_adv)`` (before inpainting).
+        active_batch_sizes: ``(samples, with gradients)`` of every pass of the search.
+        seconds: wall time of the search.
     """
 
-    masks: Tensor | None = None
-    adversarials: Tensor | None = None
-    filtered: Tensor | None = None
-    attack_success: Tensor | None = None
+    counterfactuals: Tensor
+    inputs: Tensor
+    original_predictions: Tensor
+    predictions: Tensor
+    success: Tensor
+    n_steps: Tensor
+    goals: Tensor
+    nonfinite: Tensor
+    masks: Tensor
+    adversarials: Tensor
+    filtered: Tensor
+    attack_success: Tensor
+    active_batch_sizes: list[tuple[int, bool]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return self.counterfactuals.shape[0]
+
+    @property
+    def reconstructions(self) -> Tensor:
+        """The inputs (a pixel search reconstructs nothing; the name matches the latent methods' outputs)."""
+        return self.inputs
+
+    @property
+    def success_rate(self) -> float:
+        return float(self.success.float().mean()) if len(self) else float("nan")
 
     @staticmethod
-    def cat(outputs: list[CounterfactualOutput]) -> PixelCounterfactualOutput:  # type: ignore[override]
+    def cat(outputs: list[PixelCounterfactualOutput]) -> PixelCounterfactualOutput:
+        """Concatenate outputs along the batch dimension."""
         if len(outputs) == 1:
-            return outputs[0]  # type: ignore[return-value]
-        base = CounterfactualOutput.cat(outputs)
-        extra = {k: torch.cat([getattr(o, k) for o in outputs])
-                 for k in ("masks", "adversarials", "filtered", "attack_success")}
-        return PixelCounterfactualOutput(**vars(base), **extra)
+            return outputs[0]
+        first = outputs[0]
+        tensors = {k: torch.cat([getattr(o, k) for o in outputs]) for k, v in vars(first).items()
+                   if isinstance(v, Tensor)}
+        sizes = [s for o in outputs for s in o.active_batch_sizes]
+        return PixelCounterfactualOutput(**tensors, active_batch_sizes=sizes, seconds=sum(o.seconds for o in outputs))
 
 
 def dilate(mask: Tensor, size: int) -> Tensor:
@@ -103,7 +132,7 @@ def dilate(mask: Tensor, size: int) -> Tensor:
     return F.max_pool2d(mask.float(), size, stride=1, padding=size // 2) > 0
 
 
-class DiffusionPixelCounterfactual(GradientAttribution, Perturbation):
+class DiffusionPixelCounterfactual(CounterfactualMethod):
     r"""Counterfactual images by sign-gradient steps on pixels through a DDPM filter, then inpainting.
 
     ACE (Jeanneret et al., *Adversarial Counterfactual Visual Explanations*, CVPR 2023) for
@@ -148,52 +177,19 @@ class DiffusionPixelCounterfactual(GradientAttribution, Perturbation):
     """
 
     def __init__(self, forward_func: Callable[..., Tensor], generator: DDIMGenerator) -> None:
-        check_model_and_generator(forward_func, generator)
+        super().__init__(forward_func, generator)
         if not isinstance(generator, DDIMGenerator):
             raise TypeError("`generator` must be a captum_cfx.generators.DDIMGenerator (an unconditional diffusers "
                             f"UNet2DModel with a DDIMScheduler); got {type(generator).__name__}")
         if generator.input_range is None:
             raise ValueError("`generator.input_range` must be set (the model's image range); got None")
-        GradientAttribution.__init__(self, forward_func)
-        self.generator = generator
-
-    # ------------------------------------------------------------------ public API
-    @log_usage()
-    def attribute(  # type: ignore[override]
-        self,
-        inputs: Tensor | tuple[Tensor, ...],
-        target: Any = None,
-        additional_forward_args: Any = None,
-        **kwargs: Any,
-    ) -> Tensor | tuple[Tensor, ...]:
-        """Pixel map ``counterfactual - input``, exactly zero outside the regenerated mask.
-
-        Args:
-            inputs, target, additional_forward_args: as in Captum.
-            kwargs: search settings, see :meth:`generate`.
-
-        Returns:
-            A tensor (or tuple) shaped like ``inputs``; extra tuple members get zeros.
-        """
-        out, tup, is_tuple = generate_on(self, inputs, target, additional_forward_args, **kwargs)
-        return like_inputs((out.counterfactuals - tup[0]).detach(), tup, is_tuple)
-
-    def perturb(
-        self,
-        inputs: Tensor | tuple[Tensor, ...],
-        target: Any = None,
-        additional_forward_args: Any = None,
-        **kwargs: Any,
-    ) -> Tensor | tuple[Tensor, ...]:
-        """Counterfactual images shaped like ``inputs`` (the ``captum.robust.Perturbation`` interface)."""
-        out, tup, is_tuple = generate_on(self, inputs, target, additional_forward_args, **kwargs)
-        return (out.counterfactuals, *tup[1:]) if is_tuple else out.counterfactuals
 
     def generate(
         self,
         inputs: Tensor | tuple[Tensor, ...],
         target: Any = None,
         additional_forward_args: Any = None,
+        *,
         objective: Objective | str | None = None,
         margin: float = 0.0,
         step_size: float = DEFAULTS["step_size"],
@@ -251,11 +247,6 @@ class DiffusionPixelCounterfactual(GradientAttribution, Perturbation):
         Returns:
             :class:`PixelCounterfactualOutput`.
         """
-        tup, _ = format_inputs(inputs)
-        x = self.generator.check_images(tup[0], "inputs")
-        others = tup[1:]
-        extra = as_tuple(additional_forward_args)
-        check_same_device(x, generator=self.generator, forward_func=self.forward_func)
         obj = get_objective(objective) if objective is not None else LogitMargin(margin)
         check_positive(step_size, "step_size")
         check_positive(max_steps, "max_steps", integer=True, allow_zero=True)
@@ -274,30 +265,16 @@ class DiffusionPixelCounterfactual(GradientAttribution, Perturbation):
             raise ValueError(f"`stop_on` must be 'counterfactual' or 'filtered'; got {stop_on!r}")
         if noise not in ("fixed", "fresh"):
             raise ValueError(f"`noise` must be 'fixed' or 'fresh'; got {noise!r}")
-        if internal_batch_size is not None:
-            check_positive(internal_batch_size, "internal_batch_size", integer=True)
-        if obj.needs_target and target is None:
-            raise ValueError(f"`target` is required by {type(obj).__name__}")
+        batch = self._prepare(inputs, target, additional_forward_args, obj)
         base = self.generator.sampler
         sampler = DDIMSampler(base.unet, base.scheduler, filter_steps, float(noise_level), base.checkpoint,
                               base.autocast)
         settings = {"step_size": float(step_size), "step_rule": step_rule, "max_steps": max_steps,
                     "mask_threshold": float(mask_threshold), "dilation": dilation, "mask_from": mask_from,
-                    "noise": noise, "stop_on": stop_on, "inpaint_trials": inpaint_trials}
-        n = x.shape[0]
-        tgt = target
-        if isinstance(tgt, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in tgt):
-            ints = all(isinstance(v, int) for v in tgt)
-            tgt = torch.tensor(tgt, device=x.device, dtype=torch.long if ints else x.dtype)
-        size = internal_batch_size or max(n, 1)
-        outs = []
-        with eval_mode(self.forward_func, self.generator), torch.enable_grad():
-            for lo in range(0, max(n, 1), size):
-                sl = slice(lo, min(lo + size, n))
-                t_chunk = tgt[sl] if isinstance(tgt, Tensor) and tgt.dim() == 1 and tgt.shape[0] == n else tgt
-                outs.append(self._search_chunk(x[sl], tuple(o[sl] for o in others), index_args(extra, n, sl),
-                                               t_chunk, obj, sampler, settings, generator, progress))
-        return PixelCounterfactualOutput.cat(outs)
+                    "noise": noise, "stop_on": stop_on, "inpaint_trials": inpaint_trials, "rng": generator,
+                    "progress": progress}
+        return PixelCounterfactualOutput.cat(self._per_chunk(
+            batch, internal_batch_size, lambda chunk: self._search_chunk(chunk, obj, sampler, settings)))
 
     # ------------------------------------------------------------------ the filter and the inpainting
     def _noised(self, sampler: DDIMSampler, x: Tensor, eps: Tensor, t: int) -> Tensor:
@@ -332,135 +309,94 @@ class DiffusionPixelCounterfactual(GradientAttribution, Perturbation):
         return dilate((x - pre).abs().amax(1, keepdim=True) > s["mask_threshold"], s["dilation"])
 
     # ------------------------------------------------------------------ the search
-    def _model(self, x: Tensor, others: tuple[Tensor, ...], extra: tuple[Any, ...]) -> Tensor:
-        return call_model(self.forward_func, x, others, extra)
+    def _step(self, a: ActiveSet, last: bool, obj: Objective, sampler: DDIMSampler, s: dict[str, Any]) -> Step:
+        """Filter the active images and ask the model; with ``stop_on="counterfactual"`` also mask, inpaint
+        and judge the image that would be returned."""
+        v = a.vars
+        eps = v["eps"] if s["noise"] == "fixed" or a.t == 0 else s["draw"](len(a))
+        xr = v["adv"].detach().requires_grad_(not last)
+        with torch.set_grad_enabled(not last):
+            filt = self._filter(sampler, xr, eps)
+            out = self._model(filt, v["others"], v["extra"])
+        if a.t == 0 and not last and not out.requires_grad:
+            raise TypeError("`forward_func` is not differentiable: its output does not depend on the image "
+                            "through autograd (no_grad, detach or numpy inside?)")
+        out_d = out.detach()
+        done = filt_ok = obj.done(out_d, v["goal"])
+        finite = rows_finite(out_d)
+        values = {"adv": v["adv"], "filt": filt.detach(), "attack_ok": filt_ok}
+        if s["stop_on"] == "counterfactual":  # judge the image that would be returned
+            with torch.no_grad():
+                m = self._mask(v["x"], filt.detach(), v["adv"], s)
+                cf_now = self._inpaint(sampler, v["x"], v["adv"], m, eps)
+                out_cf = self._model(cf_now, v["others"], v["extra"]).detach()
+            done = obj.done(out_cf, v["goal"])
+            finite = finite & rows_finite(out_cf)
+            values.update(cf=cf_now, mask=m, pred=out_cf)
+        loss = None if last else obj.loss(out, v["goal"])
+        return Step(done=done, finite=finite, values=values, loss=loss, wrt=xr)
 
-    def _search_chunk(
-        self, x: Tensor, others: tuple[Tensor, ...], extra: tuple[Any, ...], target: Any, obj: Objective,
-        sampler: DDIMSampler, s: dict[str, Any], rng: torch.Generator | None, progress: bool,
-    ) -> PixelCounterfactualOutput:
+    @staticmethod
+    def _update(a: ActiveSet, grad: Tensor, s: dict[str, Any], bounds: tuple[float, float]) -> None:
+        """One sign (or max-scaled) gradient step on the active images, clamped to the input range."""
+        if s["step_rule"] == "sign":
+            d = grad.sign()
+        else:
+            d = grad / grad.flatten(1).abs().amax(1).clamp_min(1e-30).view(-1, *[1] * (grad.dim() - 1))
+        a.vars["adv"] = (a.vars["adv"] - s["step_size"] * d).clamp(*bounds)
+
+    def _search_chunk(self, b: Inputs, obj: Objective, sampler: DDIMSampler,
+                      s: dict[str, Any]) -> PixelCounterfactualOutput:
         t_start = time.perf_counter()
-        n = x.shape[0]
-        lo, hi = self.generator.input_range
+        x = b.x
         with torch.no_grad():
-            src_pred = self._model(x, others, extra).detach()
-        goal = obj.prepare(src_pred, target)
+            src_pred = self._model(x, b.others, b.extra).detach()
+        goal = obj.prepare(src_pred, b.target)
 
         def draw(m: int) -> Tensor:
-            return torch.randn((m, *x.shape[1:]), generator=rng, device=x.device, dtype=x.dtype)
+            return torch.randn((m, *x.shape[1:]), generator=s["rng"], device=x.device, dtype=x.dtype)
 
-        eps_all = draw(n)
+        s = {**s, "draw": draw}
+        eps_all = draw(len(b))
         adv = x.detach().clone()
-        final_adv, final_filt, final_cf = adv.clone(), adv.clone(), adv.clone()
-        final_mask = torch.zeros((n, 1, *x.shape[2:]), dtype=torch.bool, device=x.device)
-        final_pred = torch.zeros_like(src_pred)
-        judged_ok = torch.zeros(n, dtype=torch.bool, device=x.device)
-        on_cf = s["stop_on"] == "counterfactual"
-        attack_ok = torch.zeros(n, dtype=torch.bool, device=x.device)
-        nonfinite = torch.zeros(n, dtype=torch.bool, device=x.device)
-        n_steps = torch.zeros(n, dtype=torch.long, device=x.device)
-        sizes: list[tuple[int, bool]] = []
-
-        active = torch.arange(n, device=x.device)
-        cur_x, cur_goal, cur_eps, cur_others, cur_extra = x, goal, eps_all, others, extra
-        bar = tqdm(total=s["max_steps"], disable=not progress, desc="pixel counterfactual", leave=False)
-        t = 0
-        while active.numel() > 0:
-            last = t == s["max_steps"]
-            eps = cur_eps if s["noise"] == "fixed" or t == 0 else draw(active.numel())
-            xr = adv.detach().requires_grad_(not last)
-            with torch.set_grad_enabled(not last):
-                filt = self._filter(sampler, xr, eps)
-                out = self._model(filt, cur_others, cur_extra)
-            sizes.append((active.numel(), not last))
-            if t == 0 and not last and not out.requires_grad:
-                raise TypeError("`forward_func` is not differentiable: its output does not depend on the image "
-                                "through autograd (no_grad, detach or numpy inside?)")
-            out_d = out.detach()
-            filt_ok = obj.done(out_d, cur_goal)
-            finite = torch.isfinite(out_d.reshape(out_d.shape[0], -1)).all(1)
-            if on_cf:  # judge the image that would be returned: mask, inpaint, ask the model
-                with torch.no_grad():
-                    m = self._mask(cur_x, filt.detach(), adv, s)
-                    cf_now = self._inpaint(sampler, cur_x, adv, m, eps)
-                    out_cf = self._model(cf_now, cur_others, cur_extra).detach()
-                done = obj.done(out_cf, cur_goal)
-                finite = finite & torch.isfinite(out_cf.reshape(out_cf.shape[0], -1)).all(1)
-            else:
-                done = filt_ok
-            stop = done | ~finite
-            grad = None
-            if not last:
-                loss = obj.loss(out, cur_goal)
-                loss = torch.where(stop | ~torch.isfinite(loss), torch.zeros_like(loss), loss)
-                (grad,) = torch.autograd.grad(loss.sum(), xr)
-                gfin = torch.isfinite(grad.flatten(1)).all(1)
-                finite = finite & (gfin | stop)
-                stop = stop | ~gfin
-            else:
-                stop = torch.ones_like(stop)
-            if stop.any():
-                idx = active[stop]
-                final_adv[idx] = adv[stop]
-                final_filt[idx] = filt.detach()[stop]
-                attack_ok[idx] = filt_ok[stop] & finite[stop]
-                judged_ok[idx] = done[stop] & finite[stop]
-                if on_cf:
-                    final_cf[idx], final_mask[idx], final_pred[idx] = cf_now[stop], m[stop], out_cf[stop]
-                nonfinite[idx] = ~finite[stop]
-                n_steps[idx] = t
-                keep = ~stop
-                active = active[keep]
-                if active.numel() == 0:
-                    break
-                adv, cur_x, cur_eps, cur_goal = adv[keep], cur_x[keep], cur_eps[keep], cur_goal[keep]
-                cur_others = tuple(o[keep] for o in cur_others)
-                cur_extra = index_args(cur_extra, keep.numel(), keep)
-                grad = grad[keep] if grad is not None else None
-            t += 1
-            with torch.no_grad():
-                if s["step_rule"] == "sign":
-                    d = grad.sign()  # type: ignore[union-attr]
-                else:
-                    d = grad / grad.flatten(1).abs().amax(1).clamp_min(1e-30).view(-1, *[1] * (grad.dim() - 1))
-                adv = (adv - s["step_size"] * d).clamp(lo, hi)
-            bar.update(1)
-            bar.set_postfix(active=int(active.numel()), refresh=False)
-        bar.close()
-
-        # mask, inpainting, composite (outside the mask: the input, bit for bit)
+        a = ActiveSet(len(b), x.device,
+                      vars={"adv": adv, "x": x, "eps": eps_all, "goal": goal, "others": b.others, "extra": b.extra},
+                      results={"adv": adv.clone(), "filt": adv.clone(), "cf": adv.clone(),
+                               "mask": torch.zeros((len(b), 1, *x.shape[2:]), dtype=torch.bool, device=x.device),
+                               "pred": torch.zeros_like(src_pred),
+                               "attack_ok": torch.zeros(len(b), dtype=torch.bool, device=x.device)})
+        a.run(lambda a, last: self._step(a, last, obj, sampler, s),
+              lambda a, grad: self._update(a, grad, s, self.generator.input_range),
+              s["max_steps"], progress=s["progress"], desc="pixel counterfactual")
+        r = a.results
         with torch.no_grad():
-            if on_cf:
-                mask, cf, pred, success = final_mask, final_cf, final_pred, judged_ok
-            else:
-                mask = self._mask(x, final_filt, final_adv, s)
-                cf = self._inpaint(sampler, x, final_adv, mask, eps_all)
-                pred = self._model(cf, others, extra)
-                success = obj.done(pred, goal) & ~nonfinite
-            for _ in range(s["inpaint_trials"] - 1):
-                redo = ~success & ~nonfinite & mask.flatten(1).any(1)
-                if not redo.any():
-                    break
-                i = redo.nonzero().flatten()
-                cf_i = self._inpaint(sampler, x[i], final_adv[i], mask[i], draw(len(i)))
-                pred_i = self._model(cf_i, tuple(o[i] for o in others), index_args(extra, n, i))
-                cf[i], pred[i] = cf_i, pred_i
-                success[i] = obj.done(pred_i, goal[i])
+            cf, mask, pred, success = self._finalise(b, obj, sampler, s, a, goal, eps_all)
         return PixelCounterfactualOutput(
-            counterfactuals=cf,
-            latents=Latent(final_adv),
-            original_latents=Latent(x.detach()),
-            reconstructions=x.detach(),
-            original_predictions=src_pred,
-            predictions=pred.detach(),
-            success=success,
-            n_steps=n_steps,
-            goals=goal,
-            nonfinite=nonfinite,
-            active_batch_sizes=sizes,
-            seconds=time.perf_counter() - t_start,
-            masks=mask,
-            adversarials=final_adv,
-            filtered=final_filt,
-            attack_success=attack_ok,
-        )
+            counterfactuals=cf, inputs=x.detach(), original_predictions=src_pred, predictions=pred.detach(),
+            success=success, n_steps=a.n_steps, goals=goal, nonfinite=a.nonfinite, masks=mask,
+            adversarials=r["adv"], filtered=r["filt"], attack_success=r["attack_ok"] & ~a.nonfinite,
+            active_batch_sizes=a.sizes, seconds=time.perf_counter() - t_start)
+
+    def _finalise(self, b: Inputs, obj: Objective, sampler: DDIMSampler, s: dict[str, Any], a: ActiveSet,
+                  goal: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Mask, inpainting and composite (outside the mask: the input, bit for bit), and up to
+        ``inpaint_trials - 1`` new inpaintings of the rejected: ``(counterfactuals, masks, predictions,
+        success)``."""
+        x, r, nonfinite = b.x, a.results, a.nonfinite
+        if s["stop_on"] == "counterfactual":
+            mask, cf, pred, success = r["mask"], r["cf"], r["pred"], a.success
+        else:
+            mask = self._mask(x, r["filt"], r["adv"], s)
+            cf = self._inpaint(sampler, x, r["adv"], mask, eps)
+            pred = self._model(cf, b.others, b.extra)
+            success = obj.done(pred, goal) & ~nonfinite
+        for _ in range(s["inpaint_trials"] - 1):
+            redo = ~success & ~nonfinite & mask.flatten(1).any(1)
+            if not redo.any():
+                break
+            i = redo.nonzero().flatten()
+            cf_i = self._inpaint(sampler, x[i], r["adv"][i], mask[i], s["draw"](len(i)))
+            pred_i = self._model(cf_i, tuple(o[i] for o in b.others), index_args(b.extra, len(b), i))
+            cf[i], pred[i] = cf_i, pred_i
+            success[i] = obj.done(pred_i, goal[i])
+        return cf, mask, pred, success

@@ -598,8 +598,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                 sign = sign.to(x.dtype)
                 zf = lat.free.reshape(m, -1)
                 zs = zf[:, None, :] + grid[None, :, None] * sign[:, None, None] * d[None, None, :]
-                lat_rep = Latent(lat.free.repeat_interleave(a, 0), {k: v.repeat_interleave(a, 0)
-                                                                     for k, v in lat.fixed.items()})
+                lat_rep = lat.repeat_interleave(a)
                 img = self.generator.decode(lat_rep.replace(zs.reshape(m * a, *lat.free.shape[1:])))
                 e_rep = tuple(t.repeat_interleave(a, 0) if isinstance(t, Tensor) and t.dim() and t.shape[0] == m
                               else t for t in eb)

@@ -229,5 +229,5 @@ class LatentCounterfactualAttack(CounterfactualMethod):
             nonfinite=a.nonfinite,
             active_batch_sizes=a.sizes,
             seconds=time.perf_counter() - t_start,
-            projection_ok=latent0.fixed.get("projection_ok"),
+            projection_ok=latent0.diagnostics.get("projection_ok"),
         )

@@ -282,8 +282,7 @@ class LatentIntegratedGradients(GradientAttribution):
             p = zpath.shape[1]
             # render the path without gradients: Latent IG needs input gradients of the model only
             with torch.no_grad():
-                lat_rep = Latent(zpath.reshape(n * p, *z.shape[1:]),
-                                 {k: v.repeat_interleave(p, 0) for k, v in lat.fixed.items()})
+                lat_rep = lat.repeat_interleave(p).replace(zpath.reshape(n * p, *z.shape[1:]))
                 imgs = self.generator.decode(lat_rep)
                 renders += n * p
             e_rep = tuple(a.repeat_interleave(p, 0) if isinstance(a, Tensor) and a.dim() and a.shape[0] == n else a
@@ -370,8 +369,7 @@ class LatentIntegratedGradients(GradientAttribution):
         alphas = amax[:, None] * frac[None]  # (N, S)
         shape = [n, steps] + [1] * (z.dim() - 1)
         zs = z.unsqueeze(1) + alphas.view(shape) * d.unsqueeze(1)
-        lat_rep = Latent(zs.reshape(n * steps, *z.shape[1:]), {k: v.repeat_interleave(steps, 0)
-                                                                for k, v in lat.fixed.items()})
+        lat_rep = lat.repeat_interleave(steps).replace(zs.reshape(n * steps, *z.shape[1:]))
         imgs = self.generator.decode(lat_rep)
         e_rep = tuple(a.repeat_interleave(steps, 0) if isinstance(a, Tensor) and a.dim() and a.shape[0] == n else a
                       for a in extra)

@@ -20,57 +20,75 @@ class Latent:
     """A batch of latent codes: a **free** part that methods optimise and a **fixed** part carried along.
 
     Methods only ever touch :attr:`free`. Indexing a ``Latent`` by a batch index selects the same rows
-    of both parts, so per-sample early stopping works for every generator.
+    of every part, so per-sample early stopping works for every generator.
 
     Args:
         free: the optimised tensor, batch first, e.g. a VAE mean ``(N, d)`` or a diffusion
             autoencoder's semantic code.
         fixed: named tensors, batch first, that are decoded with the free part but never optimised
-            (a diffusion autoencoder's ``x_T``, a GAN's noise inputs).
+            (a diffusion autoencoder's ``x_T``, a GAN's noise inputs): exactly what ``decode`` needs
+            besides ``free``.
+        diagnostics: named per-sample reports of the encoding, batch first, carried along but never decoded
+            (a :class:`~captum_cfx.generators.GANGenerator`'s ``projection_error`` and ``projection_ok``).
 
     Shape:
-        - free: ``(N, *)``; every tensor of ``fixed``: ``(N, *)``.
+        - free: ``(N, *)``; every tensor of ``fixed`` and ``diagnostics``: ``(N, *)``.
     """
 
     free: Tensor
     fixed: dict[str, Tensor] = field(default_factory=dict)
+    diagnostics: dict[str, Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.free, Tensor):
             raise TypeError(f"`free` must be a torch.Tensor; got {type(self.free).__name__}")
         if self.free.dim() < 1:
             raise ValueError("`free` must have a batch dimension; got a 0-d tensor")
-        for k, v in self.fixed.items():
-            if not isinstance(v, Tensor) or v.dim() < 1 or v.shape[0] != self.free.shape[0]:
-                raise ValueError(f"`fixed[{k!r}]` must be a tensor with batch size {self.free.shape[0]}; "
-                                 f"got {getattr(v, 'shape', type(v).__name__)}")
+        for part in ("fixed", "diagnostics"):
+            for k, v in getattr(self, part).items():
+                if not isinstance(v, Tensor) or v.dim() < 1 or v.shape[0] != self.free.shape[0]:
+                    raise ValueError(f"`{part}[{k!r}]` must be a tensor with batch size {self.free.shape[0]}; "
+                                     f"got {getattr(v, 'shape', type(v).__name__)}")
 
     def __len__(self) -> int:
         return self.free.shape[0]
 
+    def _map(self, fn: Any) -> Latent:
+        """``fn`` applied to every tensor (free, fixed and diagnostics)."""
+        return Latent(fn(self.free), {k: fn(v) for k, v in self.fixed.items()},
+                      {k: fn(v) for k, v in self.diagnostics.items()})
+
     def __getitem__(self, index: Any) -> Latent:
         if isinstance(index, int):
             index = slice(index, index + 1)
-        return Latent(self.free[index], {k: v[index] for k, v in self.fixed.items()})
+        return self._map(lambda v: v[index])
 
     def replace(self, free: Tensor) -> Latent:
-        """The same fixed part with a new free part (same batch size)."""
-        return Latent(free, self.fixed)
+        """The same fixed part and diagnostics with a new free part (same batch size)."""
+        return Latent(free, self.fixed, self.diagnostics)
 
     def detach(self) -> Latent:
-        return Latent(self.free.detach(), {k: v.detach() for k, v in self.fixed.items()})
+        return self._map(lambda v: v.detach())
 
     def to(self, *args: Any, **kwargs: Any) -> Latent:
-        return Latent(self.free.to(*args, **kwargs), {k: v.to(*args, **kwargs) for k, v in self.fixed.items()})
+        return self._map(lambda v: v.to(*args, **kwargs))
+
+    def repeat_interleave(self, repeats: int) -> Latent:
+        """Each sample repeated ``repeats`` times in a row (rows ``i * repeats`` to ``(i + 1) * repeats - 1``
+        are copies of sample ``i``), every part alike."""
+        return self._map(lambda v: v.repeat_interleave(repeats, 0))
 
     @staticmethod
     def cat(latents: Sequence[Latent]) -> Latent:
-        """Concatenate along the batch dimension."""
+        """Concatenate along the batch dimension (diagnostics that every latent has)."""
         if not latents:
             raise ValueError("`latents` must hold at least one Latent; got an empty sequence")
         keys = latents[0].fixed.keys()
+        diag = set.intersection(*(set(lat.diagnostics) for lat in latents))
         return Latent(torch.cat([lat.free for lat in latents]),
-                      {k: torch.cat([lat.fixed[k] for lat in latents]) for k in keys})
+                      {k: torch.cat([lat.fixed[k] for lat in latents]) for k in keys},
+                      {k: torch.cat([lat.diagnostics[k] for lat in latents]) for k in latents[0].diagnostics
+                       if k in diag})
 
 
 class LatentGenerator(nn.Module, ABC):

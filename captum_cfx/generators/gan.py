@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from captum_cfx._search import ActiveSet, Step
 from captum_cfx._utils import eval_mode
 from captum_cfx._validation import check_positive
 from captum_cfx.generators.base import Latent, LatentGenerator
@@ -23,16 +24,12 @@ __all__ = ["GANGenerator", "ProjectionOutput"]
 
 logger = logging.getLogger(__name__)
 
-#: keys of ``Latent.fixed`` that report on the projection; they are carried along, never decoded
-PROJECTION_KEYS = ("projection_error", "projection_ok")
-
-
 @dataclass
 class ProjectionOutput:
     """Result of :meth:`GANGenerator.project`, one row per kept image.
 
     Attributes:
-        latent: the projected latents; ``fixed`` holds the noise inputs (if any),
+        latent: the projected latents; ``fixed`` holds the noise inputs (if any), ``diagnostics``
             ``projection_error`` (float ``(N,)``) and ``projection_ok`` (bool ``(N,)``).
         projections: ``decode(latent)``, ``(N, C, H, W)``.
         error: per-sample pixel mean squared error between the image and its projection, ``(N,)``.
@@ -154,7 +151,7 @@ class GANGenerator(LatentGenerator):
     ``w_mean + truncation * (mapping(z) - w_mean)``, with ``w_mean`` estimated from ``n_mean_samples``
     mapped draws at construction.
 
-    Every encoded latent reports, in its fixed part, ``projection_error`` (pixel MSE of the projection)
+    Every encoded latent reports, in its ``diagnostics``, ``projection_error`` (pixel MSE of the projection)
     and ``projection_ok`` (``error <= error_threshold``): a counterfactual built on a failed projection
     explains the projection, not the image. :meth:`project` returns the same with diagnostics and can
     drop the failures.
@@ -225,7 +222,7 @@ class GANGenerator(LatentGenerator):
         >>> G = nn.Sequential(nn.Linear(4, 16), nn.Sigmoid(), nn.Unflatten(1, (1, 4, 4)))
         >>> gan = GANGenerator(G, z_dim=4, image_shape=(1, 4, 4), feature_network=None, steps=20)
         >>> lat = gan.encode(torch.rand(3, 1, 4, 4))
-        >>> lat.free.shape, lat.fixed["projection_error"].shape
+        >>> lat.free.shape, lat.diagnostics["projection_error"].shape
         (torch.Size([3, 4]), torch.Size([3]))
     """
 
@@ -281,9 +278,6 @@ class GANGenerator(LatentGenerator):
             raise ValueError(f"`z_dim` must be a positive int (or `generator.z_dim` must exist); got {z_dim!r}")
         self.z_dim = z_dim
         self.noise_shapes = {str(k): tuple(int(s) for s in v) for k, v in (noise_shapes or {}).items()}
-        for name in self.noise_shapes:
-            if name in PROJECTION_KEYS:
-                raise ValueError(f"`noise_shapes` may not use the reserved name {name!r}")
         for name, value in (("feature_weight", feature_weight), ("pixel_weight", pixel_weight), ("lr", lr),
                             ("truncation", truncation),
                             ("tol", tol), ("weight_decay", weight_decay)):
@@ -503,7 +497,7 @@ class GANGenerator(LatentGenerator):
                                   for i in range(0, n, c)])
         err = (proj - x).flatten(1).pow(2).mean(1)
         ok = err <= self.error_threshold if self.error_threshold is not None else torch.ones_like(err, dtype=torch.bool)
-        latent = Latent(free, {**noise, "projection_error": err, "projection_ok": ok})
+        latent = Latent(free, noise, {"projection_error": err, "projection_ok": ok})
         kept = torch.arange(n, device=x.device)
         if drop:
             kept = kept[ok]
@@ -551,44 +545,48 @@ class GANGenerator(LatentGenerator):
 
     def _optimise(self, x: Tensor, fx: Tensor | None, free: Tensor, noise: dict[str, Tensor],
                   nets: _Nets) -> tuple[Tensor, Tensor]:
+        """Adam from ``free`` on the reconstruction loss, each sample stopping after ``patience`` steps
+        without a relative improvement of ``tol`` and keeping the best latent it visited: ``(best latents,
+        steps taken)``."""
         n = x.shape[0]
         opt = LatentAdam(self.lr)
-        best_z = free.detach().clone()
-        best_loss = torch.full((n,), math.inf, device=x.device, dtype=x.dtype)
-        since = torch.zeros(n, dtype=torch.long, device=x.device)
-        n_steps = torch.full((n,), self.steps, dtype=torch.long, device=x.device)
-        active = torch.arange(n, device=x.device)
-        z, state = free.detach().clone(), opt.init_state(free)
-        center = self.w_mean if self.latent_space == "w" and not self.normalize else torch.zeros_like(self.w_mean)
-        for t in range(1, self.steps + 1):
-            loss, grad = self._loss_grad(z, active, x, fx, noise, nets)
-            improved = loss < best_loss[active] * (1 - self.tol)
-            better = loss < best_loss[active]
-            rows = active[better]
-            best_z[rows] = z[better]
-            best_loss[rows] = loss[better]
-            since[active] = torch.where(improved, torch.zeros_like(since[active]), since[active] + 1)
-            stop = since[active] >= self.patience if self.tol > 0 else torch.zeros_like(improved)
-            if stop.any():
-                n_steps[active[stop]] = t - 1
-                keep = ~stop
-                active, z, grad = active[keep], z[keep], grad[keep]
-                state = {k: v[keep] for k, v in state.items()}
-                if active.numel() == 0:
-                    break
-            if self.lr_schedule == "cosine":
-                opt.lr = self.lr * 0.5 * (1 + math.cos(math.pi * (t - 1) / self.steps))
-            with torch.no_grad():
-                z = opt.step(z, grad, state, t)
-                if self.optimizer == "adamw" and self.weight_decay > 0:
-                    z = z - opt.lr * self.weight_decay * (z - center)
-        if active.numel() > 0:  # the last step's result is not evaluated yet
+        z = free.detach().clone()
+        a = ActiveSet(n, x.device, vars={"z": z, "best": torch.full((n,), math.inf, device=x.device, dtype=x.dtype),
+                                         "since": torch.zeros(n, dtype=torch.long, device=x.device)},
+                      results={"z": z.clone()}, state=opt.init_state(free))
+        a.run(lambda a, last: self._inversion_step(a, last, x, fx, noise, nets),
+              lambda a, grad: self._inversion_update(a, grad, opt), self.steps)
+        return a.results["z"].detach(), a.n_steps
+
+    def _inversion_step(self, a: ActiveSet, last: bool, x: Tensor, fx: Tensor | None, noise: dict[str, Tensor],
+                        nets: _Nets) -> Step:
+        """The active samples' losses (and gradients): keep each sample's best latent, count the steps since
+        it last improved by ``tol``; a sample is done after ``patience`` such steps."""
+        v = a.vars
+        if last:  # the last step's result, evaluated without gradients
             with torch.no_grad():
                 c = self._chunk(x.device)
                 loss = torch.cat([
-                    self._loss(self._render(zc, {k: v[rc] for k, v in noise.items()}, nets), x[rc],
+                    self._loss(self._render(zc, {k: t[rc] for k, t in noise.items()}, nets), x[rc],
                                fx[rc] if fx is not None else None, nets)
-                    for zc, rc in zip(z.split(c), active.split(c))])
-                better = loss < best_loss[active]
-                best_z[active[better]] = z[better]
-        return best_z.detach(), n_steps
+                    for zc, rc in zip(v["z"].split(c), a.index.split(c))])
+            grad = None
+        else:
+            loss, grad = self._loss_grad(v["z"], a.index, x, fx, noise, nets)
+        better = loss < v["best"]
+        a.write(better, z=v["z"])
+        improved = loss < v["best"] * (1 - self.tol)
+        v["best"] = torch.where(better, loss, v["best"])
+        v["since"] = torch.where(improved, torch.zeros_like(v["since"]), v["since"] + 1)
+        done = v["since"] >= self.patience if self.tol > 0 else torch.zeros_like(improved)
+        return Step(done=done, finite=torch.isfinite(loss), grad=grad)
+
+    def _inversion_update(self, a: ActiveSet, grad: Tensor, opt: LatentAdam) -> None:
+        """One Adam (or AdamW) step, with the cosine ramp-down of the step size."""
+        if self.lr_schedule == "cosine":
+            opt.lr = self.lr * 0.5 * (1 + math.cos(math.pi * (a.t - 1) / self.steps))
+        z = opt.step(a.vars["z"], grad, a.state, a.steps)
+        if self.optimizer == "adamw" and self.weight_decay > 0:
+            center = self.w_mean if self.latent_space == "w" and not self.normalize else torch.zeros_like(self.w_mean)
+            z = z - opt.lr * self.weight_decay * (z - center)
+        a.vars["z"] = z

@@ -110,8 +110,8 @@ def _eval_gan(model: nn.Module, n: int = 200) -> dict:
     counts = torch.bincount(probs.argmax(1), minlength=10).float() / len(samples)
     return {
         "classifier_accuracy_on_projections": accuracy(clf, proj, y),
-        "median_projection_mse": float(lat.fixed["projection_error"].median()),
-        "projections_flagged": float((~lat.fixed["projection_ok"]).float().mean()),
+        "median_projection_mse": float(lat.diagnostics["projection_error"].median()),
+        "projections_flagged": float((~lat.diagnostics["projection_ok"]).float().mean()),
         "sample_confidence": float(probs.max(1).values.mean()),
         "sample_class_entropy_bits": float(-(counts * counts.clamp_min(1e-12).log2()).sum()),
     }

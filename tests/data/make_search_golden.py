@@ -92,7 +92,8 @@ def outputs() -> dict[str, torch.Tensor]:
     def keep(prefix: str, out) -> None:
         for k in ("counterfactuals", "predictions", "success", "n_steps", "nonfinite"):
             res[f"{prefix}.{k}"] = getattr(out, k)
-        res[f"{prefix}.latents"] = out.latents.free
+        # the pixel method's search space is the pixels: its "latents" are the adversarial images
+        res[f"{prefix}.latents"] = out.adversarials if hasattr(out, "adversarials") else out.latents.free
         res[f"{prefix}.sizes"] = torch.tensor(out.active_batch_sizes)
 
     attack = LatentCounterfactualAttack(m["clf"], m["vae"])
