@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 
 import pytest
 import torch
@@ -17,6 +18,36 @@ if "OMP_NUM_THREADS" not in os.environ:
     os.environ.setdefault("MKL_NUM_THREADS", "1")
     torch.set_num_threads(1)
 THREADS = torch.get_num_threads()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--cpu-durations", type=int, default=0, metavar="N",
+                     help="list the N tests that took the most CPU time (user + sys of pytest and the processes it "
+                          "waited for): what the suite's CPU budget counts, unlike --durations' wall time")
+
+
+_CPU: list[tuple[float, str]] = []
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    start = _cpu_seconds()
+    yield
+    _CPU.append((_cpu_seconds() - start, item.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    n = config.getoption("--cpu-durations")
+    if n > 0 and _CPU:
+        total = sum(c for c, _ in _CPU)
+        terminalreporter.write_sep("=", f"most CPU time: {n} of {len(_CPU)} tests, {total:.1f}s in all")
+        for cpu, nodeid in sorted(_CPU, reverse=True)[:n]:
+            terminalreporter.write_line(f"{cpu:7.2f}s CPU  {nodeid}")
 
 
 @pytest.fixture(autouse=True)

@@ -22,9 +22,12 @@ def test_explain_small_run_writes_report(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 20
     assert metrics["flip_rate"] >= 0.9
-    assert 0 <= metrics["oracle_agreement"] <= 1
-    assert metrics["knn5_ratio"] > 0 and metrics["counterfactuals_per_second"] > 0
-    assert (out / "grid.png").stat().st_size > 1000
+    # real digit changes, not adversarial noise: the independent oracle sees the target in most counterfactuals
+    # (18 of 20 today) and they lie about as close to training digits as real test digits do (1.08x today)
+    assert metrics["oracle_agreement"] >= 0.8
+    assert 0.8 < metrics["knn5_ratio"] < 1.5 and metrics["counterfactuals_per_second"] > 0
+    assert metrics["mean_steps"] <= metrics["max_steps"] and set(metrics["descriptor_probe_scores"]) >= {"area"}
+    assert (out / "grid.png").stat().st_size > 1000 and (out / "descriptor_bars.png").stat().st_size > 1000
     assert "grid.png" in (out / "report.md").read_text()
     assert "explained 20 digits" in capsys.readouterr().out
 

@@ -57,7 +57,9 @@ def test_diffae_latent_parts_and_gradients():
     xT = lat.fixed["x_T"].clone().requires_grad_()
     gen.decode(Latent(z, {"x_T": xT})).pow(2).sum().backward()
     assert z.grad.abs().sum() > 0 and xT.grad.abs().sum() > 0
-    assert gen.vary(lat.free[:1].detach(), 3, torch.Generator().manual_seed(0)).shape == (3, 1, 8, 8)
+    v = gen.vary(lat.free[:1].detach(), 3, torch.Generator().manual_seed(0))
+    assert v.shape == (3, 1, 8, 8) and not torch.allclose(v[0], v[1])  # one code, three fresh x_T
+    torch.testing.assert_close(v, gen.vary(lat.free[:1].detach(), 3, torch.Generator().manual_seed(0)))
     with pytest.raises(ValueError, match=r"fixed\['x_T'\]"):
         gen.decode(lat.free)
 
