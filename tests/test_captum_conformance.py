@@ -421,3 +421,30 @@ def test_interfacegan_passes_the_arguments_to_the_model(world: World) -> None:
     via_tuple = edit.generate((world.x, shift), target=TARGET, descriptor="a")
     via_args = edit.generate(world.x, target=TARGET, additional_forward_args=(shift, 1.0), descriptor="a")
     assert (via_tuple.predictions.argmax(1) == 2).all() and torch.equal(via_tuple.predictions, via_args.predictions)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_public_signatures_use_captum_typing(name: str) -> None:
+    """``attribute`` (and ``generate`` where there is one) take Captum's ``TensorOrTupleOfTensorsGeneric`` and
+    ``TargetType`` (plus numbers, for regression targets)."""
+    import inspect
+
+    import captum_cfx.attr
+
+    cls = getattr(captum_cfx.attr, name)
+    for meth in ("attribute", "generate"):
+        if hasattr(cls, meth):
+            params = inspect.signature(getattr(cls, meth)).parameters
+            assert params["inputs"].annotation == "TensorOrTupleOfTensorsGeneric", (meth, params["inputs"])
+            assert params["target"].annotation.startswith("TargetType"), (meth, params["target"])
+
+
+def test_latent_ig_return_type_follows_return_convergence_delta(methods: dict[str, Any]) -> None:
+    import typing
+
+    overloads = typing.get_overloads(LatentIntegratedGradients.attribute)
+    assert [o.__annotations__["return_convergence_delta"] for o in overloads] == ["Literal[True]", "Literal[False]"]
+    assert [o.__annotations__["return"] for o in overloads] == ["tuple[TensorOrTupleOfTensorsGeneric, Tensor]",
+                                                                "TensorOrTupleOfTensorsGeneric"]
+    # its maps satisfy completeness, as captum.attr.IntegratedGradients' do (which reports True too)
+    assert methods["LatentIntegratedGradients"].multiplies_by_inputs is True

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import GradientAttribution
 from captum.log import log_usage
 from captum.robust import Perturbation
@@ -79,7 +80,7 @@ class CounterfactualMethod(GradientAttribution, Perturbation):
         GradientAttribution.__init__(self, forward_func)
         self.generator = generator
 
-    def generate(self, inputs: Tensor | tuple[Tensor, ...], target: Any = None,
+    def generate(self, inputs: TensorOrTupleOfTensorsGeneric, target: TargetType | float = None,
                  additional_forward_args: Any = None, **kwargs: Any) -> Any:
         """Search counterfactuals and return every result (implemented by each method)."""
         raise NotImplementedError
@@ -87,13 +88,13 @@ class CounterfactualMethod(GradientAttribution, Perturbation):
     @log_usage()
     def attribute(  # type: ignore[override]
         self,
-        inputs: Tensor | tuple[Tensor, ...],
-        target: Any = None,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType | float = None,
         additional_forward_args: Any = None,
         *,
         baseline: str = "reconstruction",
         **kwargs: Any,
-    ) -> Tensor | tuple[Tensor, ...]:
+    ) -> TensorOrTupleOfTensorsGeneric:
         """Pixel map ``counterfactual - reconstruction`` (default) or ``counterfactual - input``.
 
         Args:
@@ -114,11 +115,11 @@ class CounterfactualMethod(GradientAttribution, Perturbation):
 
     def perturb(
         self,
-        inputs: Tensor | tuple[Tensor, ...],
-        target: Any = None,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType | float = None,
         additional_forward_args: Any = None,
         **kwargs: Any,
-    ) -> Tensor | tuple[Tensor, ...]:
+    ) -> TensorOrTupleOfTensorsGeneric:
         """Counterfactual images shaped like ``inputs`` (the ``captum.robust.Perturbation`` interface)."""
         out, tup, is_tuple = generate_on(self, inputs, target, additional_forward_args, **kwargs)
         return (out.counterfactuals, *tup[1:]) if is_tuple else out.counterfactuals

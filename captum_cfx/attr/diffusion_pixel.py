@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from torch import Tensor
 
 from captum_cfx._search import ActiveSet, Step, rows_finite
@@ -186,8 +187,8 @@ class DiffusionPixelCounterfactual(CounterfactualMethod):
 
     def generate(
         self,
-        inputs: Tensor | tuple[Tensor, ...],
-        target: Any = None,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType | float = None,
         additional_forward_args: Any = None,
         *,
         objective: Objective | str | None = None,

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 import torch
+from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from torch import Tensor
 
 from captum_cfx._search import ActiveSet, Step, rows_finite
@@ -84,8 +85,8 @@ class LatentCounterfactualAttack(CounterfactualMethod):
 
     def generate(
         self,
-        inputs: Tensor | tuple[Tensor, ...],
-        target: Any = None,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType | float = None,
         additional_forward_args: Any = None,
         *,
         objective: Objective | str | None = None,
