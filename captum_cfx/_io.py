@@ -22,3 +22,55 @@ def load_safetensors(path: str | Path, argument: str = "path") -> dict[str, torc
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"`{argument}`: {str(path)!r} is not a valid safetensors file ({e})") from e
+
+
+#: the largest safetensors header read (the shipped models' headers are a few KiB)
+MAX_HEADER_BYTES = 16 << 20
+
+
+def read_safetensors_header(path: str | Path, argument: str = "path",
+                            max_tensors: int | None = None) -> dict[str, dict]:
+    """Read and check a safetensors header without reading any tensor data.
+
+    Refuses a header longer than :data:`MAX_HEADER_BYTES` (or than ``max_tensors`` entries could need), more
+    than ``max_tensors`` entries, and entries whose byte ranges do not fit the file.
+    """
+    import json
+    import math
+    import struct
+
+    path = Path(path)
+    if path.suffix in _PICKLE_SUFFIXES:
+        raise ValueError(f"`{argument}` points to {path.name!r}, a pickle-based format; captum_cfx only "
+                         "loads .safetensors weights (pickles can run arbitrary code)")
+    if not path.is_file():
+        raise ValueError(f"`{argument}`: weight file {str(path)!r} does not exist")
+    size = path.stat().st_size
+    limit = MAX_HEADER_BYTES if max_tensors is None else min(MAX_HEADER_BYTES, 4096 + 1024 * max_tensors)
+    bad = f"`{argument}`: {str(path)!r} is not a valid safetensors file"
+    with path.open("rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise ValueError(f"{bad} (shorter than 8 bytes)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > limit or n > size - 8:
+            raise ValueError(f"{bad} (header of {n} bytes; expected at most {min(limit, size - 8)})")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{bad} (header is not JSON: {e})") from e
+    if not isinstance(header, dict):
+        raise ValueError(f"{bad} (header is not a JSON object)")
+    entries = {k: v for k, v in header.items() if k != "__metadata__"}
+    if max_tensors is not None and len(entries) > max_tensors:
+        raise ValueError(f"`{argument}`: {path.name} lists {len(entries)} tensors; the model has {max_tensors}")
+    data = size - 8 - n
+    for k, v in entries.items():
+        ok = (isinstance(v, dict) and isinstance(v.get("shape"), list) and isinstance(v.get("data_offsets"), list)
+              and len(v["data_offsets"]) == 2 and all(isinstance(s, int) and s >= 0 for s in v["shape"])
+              and all(isinstance(o, int) for o in v["data_offsets"]))
+        if not ok or not 0 <= v["data_offsets"][0] <= v["data_offsets"][1] <= data:
+            raise ValueError(f"{bad} (entry {k[:80]!r} is malformed or points outside the file)")
+        if math.prod(v["shape"]) > v["data_offsets"][1] - v["data_offsets"][0]:
+            raise ValueError(f"{bad} (entry {k[:80]!r}: shape {v['shape']} does not fit its bytes)")
+    return header

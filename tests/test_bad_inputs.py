@@ -164,3 +164,118 @@ def test_image_check_property(shape):
     else:
         with pytest.raises(ValueError, match="`x` must be"):
             gen.encode(x)  # never (1, 8, 8) with sides <= 4
+
+
+# ----------------------------------------------------------------------------- hostile zoo files
+def _hostile_folder(tmp_path, cls="os:system", config=None, name="evil", weights=None, generator=None):
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "untrusted"
+    folder.mkdir(exist_ok=True)
+    cfg = {"class": cls, "config": config if config is not None else {}}
+    if generator is not None:
+        cfg["generator"] = generator
+    (folder / f"{name}.json").write_text(json.dumps(cfg))
+    save_file(weights if weights is not None else {"w": torch.zeros(1)}, str(folder / f"{name}.safetensors"))
+    return folder
+
+
+def test_zoo_json_cannot_run_code(tmp_path, monkeypatch):
+    """`{"class": "os:system"}` is refused before anything is imported or called: the marker never appears."""
+    import sys
+
+    from captum_cfx.cli import main
+
+    marker = tmp_path / "PWNED"
+    folder = _hostile_folder(tmp_path, config={"command": f"touch {marker}"})
+    # a module that would announce its import: a JSON naming it must not import it
+    (tmp_path / "evilmod_cfx.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass Boom: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _hostile_folder(tmp_path, cls="evilmod_cfx:Boom", name="evil2", generator={"wrapper": "VAEGenerator"})
+    with pytest.raises(ValueError, match=r"`class` must be one of the registered model classes.*got 'os:system'"):
+        load_pretrained("evil", weights_dir=folder)
+    with pytest.raises(ValueError, match="`class` must be one of the registered"):
+        load_generator("evil2", weights_dir=folder)
+    rel = "/".join([".."] * 12) + str(folder / "evil")
+    with pytest.raises(ValueError, match="without path separators"):
+        load_pretrained(rel)
+    assert main(["explain", "--generator", rel, "--n", "2", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert not marker.exists() and "evilmod_cfx" not in sys.modules
+    assert not (tmp_path / "o").exists()
+
+
+def test_zoo_generator_wrapper_is_allow_listed(tmp_path):
+    from captum_cfx.zoo import load_pretrained as lp
+
+    weights = lp("mnist-classifier").state_dict()
+    folder = _hostile_folder(tmp_path, cls="MNISTClassifier", config={"width": 32, "hidden": 128, "dropout": 0.3},
+                             weights=weights, generator={"wrapper": "torch.load"})
+    with pytest.raises(ValueError, match=r"`generator.wrapper` must be one of .*got 'torch.load'"):
+        load_generator("evil", weights_dir=folder)
+
+
+@pytest.mark.parametrize("name", ["../mnist-vae", "a/b", "a\\b", "..", ".hidden", "", "x" * 300, "mnist-vae/"])
+def test_zoo_names_are_plain(name):
+    with pytest.raises(ValueError, match="`name` must be a model name"):
+        load_pretrained(name)
+
+
+def test_zoo_config_bounded_before_allocation(tmp_path):
+    import time
+
+    folder = _hostile_folder(tmp_path, cls="MNISTClassifier", config={"width": 200000, "hidden": 128})
+    with pytest.raises(ValueError, match=r"`config` value config.width must be an int in \[-16384, 16384\]"):
+        load_pretrained("evil", weights_dir=folder)
+    # within the bounds but not what the file holds: refused from the meta-device build, nothing allocated
+    folder = _hostile_folder(tmp_path, cls="MNISTClassifier", config={"width": 16000, "hidden": 16000})
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="does not match class 'MNISTClassifier'"):
+        load_pretrained("evil", weights_dir=folder)
+    assert time.perf_counter() - t0 < 5
+    folder = _hostile_folder(tmp_path, cls="MNISTClassifier", config={"width": float("nan")})
+    with pytest.raises(ValueError, match="must be finite"):
+        load_pretrained("evil", weights_dir=folder)
+    folder = _hostile_folder(tmp_path, cls="MNISTClassifier", config={"depth": 3, "colour": "red"})
+    with pytest.raises(ValueError, match="does not fit class 'MNISTClassifier'"):
+        load_pretrained("evil", weights_dir=folder)
+
+
+def test_zoo_header_with_too_many_tensors_refused_before_reading(tmp_path):
+    import json
+    import struct
+    import time
+
+    folder = _hostile_folder(tmp_path, cls="MNISTClassifier", config={"width": 32, "hidden": 128, "dropout": 0.3})
+    n_params = len(load_pretrained("mnist-classifier").state_dict())
+    path = folder / "evil.safetensors"
+    for entries in (n_params + 1, 200_000):
+        header = {f"t{i}": {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i in range(entries)}
+        raw = json.dumps(header).encode()
+        path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(4 * entries))
+        t0 = time.perf_counter()
+        with pytest.raises(ValueError, match=r"lists \d+ tensors; the model has|header of \d+ bytes"):
+            load_pretrained("evil", weights_dir=folder)
+        assert time.perf_counter() - t0 < 2
+
+
+def test_registered_user_class_loads_from_a_weights_folder(tmp_path):
+    from captum_cfx.zoo import register_model
+    from captum_cfx.zoo._registry import _USER_CLASSES
+
+    torch.manual_seed(0)
+    net = TinyClassifier()
+    folder = _hostile_folder(tmp_path, cls="TinyClassifierForTest", weights=net.state_dict())
+    with pytest.raises(ValueError, match="`class` must be one of the registered"):
+        load_pretrained("evil", weights_dir=folder)
+    register_model("TinyClassifierForTest", TinyClassifier)
+    try:
+        loaded = load_pretrained("evil", weights_dir=folder)
+        assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values()))
+    finally:
+        _USER_CLASSES.pop("TinyClassifierForTest")
+    with pytest.raises(ValueError, match="`name` must be a short identifier"):
+        register_model("os:system", TinyClassifier)
+    with pytest.raises(TypeError, match="`cls` must be a torch.nn.Module subclass"):
+        register_model("Evil", print)

@@ -123,7 +123,7 @@ def _tiny_recipe(cls: str, config: dict):
     from captum_cfx.zoo.train import Recipe
 
     wrapper = "DiffusionAutoencoder.from_weights" if "DiffAE" in cls else "DDIMGenerator.from_weights"
-    return Recipe("captum_cfx.zoo.diffusion_models:" + cls, config, seed=0, epochs=1, train=None, evaluate=None,
+    return Recipe(cls, config, seed=0, epochs=1, train=None, evaluate=None,
                   targets={}, generator={"wrapper": wrapper, "num_inference_steps": 2, "input_range": [0.0, 1.0]})
 
 

@@ -1,4 +1,4 @@
 """Small trained models shipped with captum_cfx (safetensors + JSON config), loaded by name."""
-from captum_cfx.zoo._registry import available, load_generator, load_pretrained
+from captum_cfx.zoo._registry import MODEL_CLASSES, available, load_generator, load_pretrained, register_model
 
-__all__ = ["available", "load_generator", "load_pretrained"]
+__all__ = ["MODEL_CLASSES", "available", "load_generator", "load_pretrained", "register_model"]

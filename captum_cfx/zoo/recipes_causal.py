@@ -16,11 +16,10 @@ from captum_cfx.zoo.train import Recipe
 
 __all__ = ["RECIPES"]
 
-_WM = "captum_cfx.zoo.world_models:"
 
 RECIPES: dict[str, Recipe] = {
     "world-vae-disjoint": Recipe(
-        _WM + "WorldVAE", {"latent_dim": 64, "width": 16}, seed=141, epochs=25,
+        "WorldVAE", {"latent_dim": 64, "width": 16}, seed=141, epochs=25,
         train=_train_world_vae, evaluate=_eval_world_vae,
         targets={"oracle_factor_agreement_on_reconstructions": 0.90},
         generator={"wrapper": "VAEGenerator", "input_range": [0, 1], "image_shape": [3, 32, 32]},

@@ -36,7 +36,7 @@ from captum_cfx.zoo.train import Recipe, accuracy, random_affine
 
 __all__ = ["RECIPES", "train_diffusion"]
 
-_WM = "captum_cfx.zoo.diffusion_models:"
+
 _SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": "linear",
              "clip_sample": False}
 _D3, _U3 = ["DownBlock2D"] * 3, ["UpBlock2D"] * 3
@@ -202,7 +202,7 @@ def _eval_squares_ddpm(model: nn.Module, n: int = 400) -> dict:
 
 RECIPES: dict[str, Recipe] = {
     "mnist-diffae": Recipe(
-        _WM + "DiffAEWeights",
+        "DiffAEWeights",
         {"unet": _unet_cfg(28, 1, [32, 64, 64], True, scale_shift=True), "encoder": {"in_channels": 1, "width": 32},
          "z_dim": 32, "scheduler": _SCHEDULE},
         seed=50, epochs=9592, train=train_diffusion, evaluate=_eval_mnist_diffae, train_kwargs=_GPU_KW,
@@ -211,13 +211,13 @@ RECIPES: dict[str, Recipe] = {
                    "input_range": [0.0, 1.0]},
     ),
     "squares-ddpm": Recipe(
-        _WM + "DDPMWeights", {"unet": _unet_cfg(32, 3, [16, 32, 64], False), "scheduler": _SCHEDULE},
+        "DDPMWeights", {"unet": _unet_cfg(32, 3, [16, 32, 64], False), "scheduler": _SCHEDULE},
         seed=51, epochs=2500, train=train_diffusion, evaluate=_eval_squares_ddpm,
         targets={"one_minus_intensity_mae": 0.97},
         generator={"wrapper": "DDIMGenerator.from_weights", "num_inference_steps": 10, "input_range": [0.0, 1.0]},
     ),
     "squares-diffae": Recipe(
-        _WM + "DiffAEWeights",
+        "DiffAEWeights",
         {"unet": _unet_cfg(32, 3, [32, 64, 64], True, scale_shift=True), "encoder": {"in_channels": 3, "width": 32},
          "z_dim": 16, "scheduler": _SCHEDULE},
         seed=52, epochs=7585, train=train_diffusion, evaluate=_eval_squares_diffae, train_kwargs=_GPU_KW,

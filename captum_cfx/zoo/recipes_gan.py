@@ -119,7 +119,7 @@ def _eval_gan(model: nn.Module, n: int = 200) -> dict:
 
 RECIPES: dict[str, Recipe] = {
     "mnist-gan": Recipe(
-        "captum_cfx.zoo.gan_models:MNISTGAN", {"z_dim": 64, "w_dim": 64, "width": 32, "mapping_layers": 3},
+        "MNISTGAN", {"z_dim": 64, "w_dim": 64, "width": 32, "mapping_layers": 3},
         seed=3, epochs=80,
         train=lambda r, e: train_gan(r.seed, e, r.config),
         evaluate=_eval_gan, targets={"classifier_accuracy_on_projections": 0.9},

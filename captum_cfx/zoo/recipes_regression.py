@@ -21,7 +21,6 @@ __all__ = ["RECIPES"]
 
 STEPS_PER_EPOCH = 100
 BATCH = 64
-_WM = "captum_cfx.zoo.world_models:"
 
 
 def _train_squares_vae(r: Recipe, epochs: int, sigma: float = 0.05) -> nn.Module:
@@ -66,7 +65,7 @@ def _eval_squares_vae(model: nn.Module, n: int = 2000) -> dict:
 
 RECIPES: dict[str, Recipe] = {
     "squares-vae": Recipe(
-        _WM + "WorldVAE", {"latent_dim": 16, "width": 16}, seed=53, epochs=24,
+        "WorldVAE", {"latent_dim": 16, "width": 16}, seed=53, epochs=24,
         train=_train_squares_vae, evaluate=_eval_squares_vae,
         targets={"one_minus_intensity_mae": 0.95, "position_kept": 0.95},
         generator={"wrapper": "VAEGenerator", "input_range": [0, 1], "image_shape": [3, 32, 32]},

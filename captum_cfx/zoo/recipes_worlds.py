@@ -29,7 +29,7 @@ __all__ = ["RECIPES", "smile_split", "world_test_set"]
 
 STEPS_PER_EPOCH = 100
 BATCH = 64
-_WM = "captum_cfx.zoo.world_models:"
+
 #: continuous factors count as kept when the oracle reads them within this distance
 CONTINUOUS_TOLERANCE = 0.1
 
@@ -193,31 +193,31 @@ def _eval_squares(model: nn.Module) -> dict:
 
 RECIPES: dict[str, Recipe] = {
     "world-oracle": Recipe(
-        _WM + "WorldOracle", {"width": 12, "num_factors": 9, "binary": [1, 2, 3, 4, 5]}, seed=40, epochs=12,
+        "WorldOracle", {"width": 12, "num_factors": 9, "binary": [1, 2, 3, 4, 5]}, seed=40, epochs=12,
         train=_train_oracle, evaluate=_eval_oracle, targets={"min_binary_accuracy": 0.95},
     ),
     "world-vae": Recipe(
-        _WM + "WorldVAE", {"latent_dim": 64, "width": 16}, seed=41, epochs=25,
+        "WorldVAE", {"latent_dim": 64, "width": 16}, seed=41, epochs=25,
         train=_train_world_vae, evaluate=_eval_world_vae,
         targets={"oracle_factor_agreement_on_reconstructions": 0.90},
         generator={"wrapper": "VAEGenerator", "input_range": [0, 1], "image_shape": [3, 32, 32]},
     ),
     "world-smile-spurious": Recipe(
-        _WM + "WorldClassifier", {"width": 16, "hidden": 64, "pool": 2}, seed=42, epochs=2,
+        "WorldClassifier", {"width": 16, "hidden": 64, "pool": 2}, seed=42, epochs=2,
         train=lambda r, e: _train_smile(r, e, 0.9), evaluate=_eval_smile,
         targets={"accuracy_drop": 0.10},
     ),
     "world-smile-decorrelated": Recipe(
-        _WM + "WorldClassifier", {"width": 16, "hidden": 64, "pool": 2}, seed=42, epochs=2,
+        "WorldClassifier", {"width": 16, "hidden": 64, "pool": 2}, seed=42, epochs=2,
         train=lambda r, e: _train_smile(r, e, 0.5), evaluate=_eval_smile,
         targets={"decorrelated_test_accuracy": 0.90, "one_minus_abs_accuracy_drop": 0.90},
     ),
     "squares-regressor": Recipe(
-        _WM + "SquaresRegressor", {"width": 16, "arch": "cnn"}, seed=43, epochs=20,
+        "SquaresRegressor", {"width": 16, "arch": "cnn"}, seed=43, epochs=20,
         train=_train_squares, evaluate=_eval_squares, targets={"one_minus_test_mae": 0.97},
     ),
     "squares-oracle": Recipe(
-        _WM + "SquaresRegressor", {"width": 16, "arch": "pool"}, seed=44, epochs=20,
+        "SquaresRegressor", {"width": 16, "arch": "pool"}, seed=44, epochs=20,
         train=_train_squares, evaluate=_eval_squares, targets={"one_minus_test_mae": 0.97},
     ),
 }

@@ -1,7 +1,7 @@
 """Architectures of the models shipped for the synthetic worlds (squares and the attribute world).
 
 Each is built from a JSON-able config (``**config``) and resolved by the zoo as
-``"captum_cfx.zoo.world_models:ClassName"``. All take ``(N, 3, 32, 32)`` images in ``[0, 1]``.
+``"ClassName"`` (a name in ``captum_cfx.zoo.MODEL_CLASSES``). All take ``(N, 3, 32, 32)`` images in ``[0, 1]``.
 """
 
 from __future__ import annotations
