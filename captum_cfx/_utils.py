@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from captum_cfx._validation import check_dtypes, check_model_output
+
 
 @contextmanager
 def eval_mode(*models: Any) -> Iterator[None]:
@@ -42,6 +44,7 @@ def check_same_device(x: Tensor, **models: Any) -> None:
         dev = module_device(model)
         if dev is not None and dev.type != x.device.type:
             raise ValueError(f"`{name}` is on {dev} but `inputs` are on {x.device}; move them to one device")
+    check_dtypes(x, "inputs", **models)
 
 
 def index_args(args: tuple[Any, ...], n: int, index: Tensor | slice) -> tuple[Any, ...]:
@@ -57,7 +60,4 @@ def as_tuple(args: Any) -> tuple[Any, ...]:
 
 def call_model(forward_func: Callable[..., Tensor], x: Tensor, others: tuple[Tensor, ...],
                extra: tuple[Any, ...]) -> Tensor:
-    out = forward_func(x, *others, *extra)
-    if not isinstance(out, Tensor):
-        raise TypeError(f"`forward_func` must return a tensor; got {type(out).__name__}")
-    return out
+    return check_model_output(forward_func(x, *others, *extra), x.shape[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,12 +28,13 @@ def format_inputs(inputs: Any, argument: str = "inputs") -> tuple[tuple[Tensor, 
 
 
 def check_images(x: Any, argument: str = "inputs", image_shape: Sequence[int] | None = None,
-                 value_range: Sequence[float] | None = None, tol: float = 0.5) -> Tensor:
+                 value_range: Sequence[float] | None = None, tol: float = 0.1) -> Tensor:
     """Check an image batch: a floating tensor ``(N, C, H, W)``, finite, in range, right channels.
 
     Values more than ``tol`` times the range's width outside ``value_range`` raise: that catches
     0-255 images, or [-1, 1] images given to a [0, 1] model, while admitting small excursions such
-    as the Gaussian noise that ``captum.attr.NoiseTunnel`` adds.
+    as the Gaussian noise that ``captum.attr.NoiseTunnel`` adds (generators pass their explicit
+    ``range_tolerance``).
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"`{argument}` must be a torch.Tensor of images (N, C, H, W); got {type(x).__name__}")
@@ -53,7 +55,8 @@ def check_images(x: Any, argument: str = "inputs", image_shape: Sequence[int] | 
         slack = tol * (value_range[1] - value_range[0])
         if lo < value_range[0] - slack or hi > value_range[1] + slack:
             raise ValueError(f"`{argument}` must lie in the generator's input range "
-                             f"[{value_range[0]:g}, {value_range[1]:g}]; got values in [{lo:.4g}, {hi:.4g}]")
+                             f"[{value_range[0]:g}, {value_range[1]:g}] (give or take {tol:g} of its width: "
+                             f"`generator.range_tolerance`); got values in [{lo:.4g}, {hi:.4g}]")
     return x
 
 
@@ -104,9 +107,76 @@ def parse_target(target: Any, n: int, num_outputs: int | None, device: torch.dev
     return t
 
 
-def check_positive(value: Any, argument: str, integer: bool = False, allow_zero: bool = False) -> None:
+def check_float(value: Any, argument: str, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False, integer: bool = False) -> float:
+    """Check one scalar hyperparameter and return it: a real number (not a bool or a string), finite (never NaN
+    or inf), within ``[low, high]`` (``low_open``/``high_open`` exclude the ends); ``integer`` demands an int.
+
+    The one place where numbers given by a user are checked, so that every method names the argument, what was
+    expected and what came: ``check_float(lr, "lr", low=0, low_open=True)``.
+    """
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"`{argument}` must be {'an int' if integer else 'a number'}; got {type(value).__name__}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"`{argument}` must be {'>= 0' if allow_zero else '> 0'}; got {value}")
+        what = "an int" if integer else "a real number"
+        raise TypeError(f"`{argument}` must be {what}; got {type(value).__name__} {value!r}"[:300])
+    if not math.isfinite(value):
+        raise ValueError(f"`{argument}` must be a finite number; got {value}")
+    bad_low = low is not None and (value <= low if low_open else value < low)
+    bad_high = high is not None and (value >= high if high_open else value > high)
+    if bad_low or bad_high:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"`{argument}` must be in {interval}; got {value}")
+    return value
+
+
+def check_positive(value: Any, argument: str, integer: bool = False, allow_zero: bool = False) -> None:
+    """``value`` must be a finite number ``> 0`` (``>= 0`` with ``allow_zero``); an int with ``integer``."""
+    check_float(value, argument, low=0, low_open=not allow_zero, integer=integer)
+
+
+def check_range(value: Any, argument: str) -> tuple[float, float] | None:
+    """``None`` or a ``(low, high)`` pair of finite numbers with ``low < high`` (an image value range)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise TypeError(f"`{argument}` must be a (low, high) pair of numbers; got {value!r}"[:300])
+    lo = check_float(value[0], f"{argument}[0]")
+    hi = check_float(value[1], f"{argument}[1]")
+    if not lo < hi:
+        raise ValueError(f"`{argument}` must satisfy low < high; got ({lo}, {hi})")
+    return float(lo), float(hi)
+
+
+def check_model_output(out: Any, n: int, argument: str = "forward_func") -> Tensor:
+    """The model's output must be a tensor with one row per input (batch size ``n``)."""
+    if not isinstance(out, Tensor):
+        raise TypeError(f"`{argument}` must return a tensor; got {type(out).__name__}")
+    if out.dim() == 0 or out.shape[0] != n:
+        raise ValueError(f"`{argument}` must return one row per input, shape ({n}, ...); got {tuple(out.shape)}")
+    return out
+
+
+def check_dtypes(x: Tensor, argument: str = "inputs", **models: Any) -> None:
+    """Each ``nn.Module`` among ``models`` must hold floating parameters of ``x``'s dtype."""
+    from torch import nn
+
+    for name, model in models.items():
+        mod = model if isinstance(model, nn.Module) else getattr(model, "__self__", None)
+        if not isinstance(mod, nn.Module):
+            continue
+        dt = next((p.dtype for p in mod.parameters() if p.is_floating_point()), None)
+        if dt is not None and dt != x.dtype:
+            raise TypeError(f"`{argument}` must have the dtype of `{name}`'s parameters ({dt}); got {x.dtype} "
+                            f"(convert one of them, e.g. `{argument}.to({dt})`)")
+
+
+def check_decoded(images: Any, x: Tensor, argument: str = "generator.decode") -> Tensor:
+    """A generator's decoded images must be shaped like the inputs they came from."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"`{argument}` must return a tensor of images; got {type(images).__name__}")
+    if images.shape != x.shape:
+        raise ValueError(f"`{argument}` must return images shaped like `inputs` {tuple(x.shape)}; "
+                         f"got {tuple(images.shape)} (does the generator match the model's image size?)")
+    return images

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_cfx._validation import parse_target
+from captum_cfx._validation import check_float, parse_target
 
 __all__ = [
     "Flip",
@@ -92,8 +92,7 @@ class TargetClass(_Classification):
     """
 
     def __init__(self, threshold: float = 0.5) -> None:
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"`threshold` must be in (0, 1); got {threshold}")
+        check_float(threshold, "threshold", low=0, high=1, low_open=True, high_open=True)
         self.threshold = threshold
 
     def loss(self, outputs: Tensor, goal: Tensor) -> Tensor:
@@ -115,9 +114,7 @@ class LogitMargin(_Classification):
     """
 
     def __init__(self, margin: float = 6.0) -> None:
-        if not margin >= 0:
-            raise ValueError(f"`margin` must be >= 0; got {margin}")
-        self.margin = float(margin)
+        self.margin = float(check_float(margin, "margin", low=0))
 
     def loss(self, outputs: Tensor, goal: Tensor) -> Tensor:
         t, other = _target_vs_rest(_logits_2d(outputs), goal)
@@ -137,9 +134,7 @@ class Flip(Objective):
     needs_target = False
 
     def __init__(self, margin: float = 0.0) -> None:
-        if not margin >= 0:
-            raise ValueError(f"`margin` must be >= 0; got {margin}")
-        self.margin = float(margin)
+        self.margin = float(check_float(margin, "margin", low=0))
 
     def prepare(self, outputs: Tensor, target: Any) -> Tensor:
         logits = _logits_2d(outputs)
@@ -174,6 +169,8 @@ class ProbabilityThreshold(Objective):
     needs_target = False
 
     def __init__(self, up: float = 0.75, down: float = 0.25, positive: int = 1) -> None:
+        check_float(down, "down", low=0, high=0.5, low_open=True, high_open=True)
+        check_float(up, "up", low=0.5, high=1, low_open=True, high_open=True)
         if not 0.0 < down < 0.5 < up < 1.0:
             raise ValueError(f"thresholds must satisfy 0 < down < 0.5 < up < 1; got down={down}, up={up}")
         self.up, self.down, self.positive = float(up), float(down), int(positive)
@@ -238,8 +235,7 @@ class RegressionTarget(Objective):
 
     def __init__(self, tolerance: float = 0.05, mode: str = "absolute",
                  value_range: tuple[float, float] | None = (0.0, 1.0)) -> None:
-        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance > 0:
-            raise ValueError(f"`tolerance` must be a number > 0; got {tolerance!r}")
+        check_float(tolerance, "tolerance", low=0, low_open=True)
         if mode not in ("absolute", "relative", "mirror"):
             raise ValueError(f"`mode` must be 'absolute', 'relative' or 'mirror'; got {mode!r}")
         if value_range is not None:

@@ -18,6 +18,8 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from captum_cfx._validation import check_float
+
 __all__ = ["LatentAdam", "LatentOptimizer", "NormalizedGradient", "SignGradient", "get_optimizer"]
 
 
@@ -51,9 +53,7 @@ class LatentOptimizer(ABC):
     """A gradient-descent rule on a batch of latents with per-sample state."""
 
     def __init__(self, lr: float) -> None:
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-            raise ValueError(f"`lr` must be a positive number; got {lr!r}")
-        self.lr = float(lr)
+        self.lr = float(check_float(lr, "lr", low=0, low_open=True))
 
     def init_state(self, z: Tensor) -> dict[str, Tensor]:
         """Fresh per-sample state for latents ``z``."""
@@ -73,7 +73,11 @@ class LatentAdam(LatentOptimizer):
 
     def __init__(self, lr: float = 0.1, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
         super().__init__(lr)
-        self.betas, self.eps = betas, eps
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise TypeError(f"`betas` must be a pair of numbers in [0, 1); got {betas!r}"[:300])
+        self.betas = (check_float(betas[0], "betas[0]", low=0, high=1, high_open=True),
+                      check_float(betas[1], "betas[1]", low=0, high=1, high_open=True))
+        self.eps = check_float(eps, "eps", low=0, low_open=True)
 
     def init_state(self, z: Tensor) -> dict[str, Tensor]:
         return {"m": torch.zeros_like(z), "v": torch.zeros_like(z)}

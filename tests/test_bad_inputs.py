@@ -12,10 +12,13 @@ from hypothesis import strategies as st
 import captum_cfx
 from captum_cfx import (
     AutoencoderGenerator,
+    DDIMGenerator,
     DiffusersVAEGenerator,
     Flip,
     Latent,
+    LatentAdam,
     LatentCounterfactualAttack,
+    LatentIntegratedGradients,
     RegressionTarget,
     TargetClass,
     VAEGenerator,
@@ -54,6 +57,22 @@ class _NoGradDecoder(torch.nn.Module):
     def decode(self, z):
         with torch.no_grad():
             return self.vae.decode(z)
+
+
+def _tiny_kl():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=1, out_channels=1, block_out_channels=(4,), norm_num_groups=2,
+                         latent_channels=2, sample_size=8, layers_per_block=1)
+
+
+def _tiny_unet_sched():
+    from diffusers import DDIMScheduler, UNet2DModel
+
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(4, 4), norm_num_groups=2,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       layers_per_block=1)
+    return unet, DDIMScheduler(num_train_timesteps=10)
 
 
 def _meta_generator():
@@ -122,6 +141,44 @@ CASES = {
     "missing data": (lambda: open_data("/nonexistent/data.npz"), ValueError, "is none of these"),
     "shard size zero": (lambda: run_sharded(RunConfig(data="mnist-test", shard_size=0, limit=4), "/tmp/cfx_bad",
                                             lambda x, y, s: {}, progress=False), ValueError, "`shard_size`"),
+    # non-finite and mistyped hyperparameters (each names the argument)
+    "inf lr": (_attack(lr=float("inf")), ValueError, "`lr` must be a finite number; got inf"),
+    "nan radius": (_attack(radius=float("nan")), ValueError, "`radius` must be a finite number; got nan"),
+    "nan distance_penalty": (_attack(distance_penalty=float("nan")), ValueError, "`distance_penalty` must be a finite"),
+    "inf margin": (_attack(margin=float("inf")), ValueError, "`margin` must be a finite number; got inf"),
+    "string margin": (_attack(margin="6"), TypeError, "`margin` must be a real number; got str '6'"),
+    "adam betas out of range": (lambda: LatentAdam(betas=(0.9, 1.5)), ValueError, r"`betas\[1\]` must be in \[0, 1\)"),
+    "adam betas nan": (lambda: LatentAdam(betas=(float("nan"), 0.9)), ValueError, r"`betas\[0\]` must be a finite"),
+    "adam betas not a pair": (lambda: LatentAdam(betas=0.9), TypeError, "`betas` must be a pair"),
+    "adam eps zero": (lambda: LatentAdam(eps=0.0), ValueError, r"`eps` must be in \(0, inf\)"),
+    "LIG nan max_alpha": (lambda: LatentIntegratedGradients(*_world()[1:3]).explain(
+        _world()[3], target=1, max_alpha=float("nan")), ValueError, "`max_alpha` must be a finite number"),
+    "nan tolerance": (lambda: RegressionTarget(tolerance=float("nan")), ValueError, "`tolerance` must be a finite"),
+    "nan threshold": (lambda: TargetClass(threshold=float("nan")), ValueError, "`threshold` must be a finite"),
+    # inputs, generator and model that disagree
+    "decoder size differs from inputs": (_attack(gen=AutoencoderGenerator(
+        lambda x: x.flatten(1)[:, :4], lambda z: torch.zeros(len(z), 1, 9, 9) + z.sum() * 0)), ValueError,
+        r"`generator.decode` must return images shaped like `inputs` \(4, 1, 8, 8\); got \(4, 1, 9, 9\)"),
+    "images barely out of range": (_attack(x=torch.rand(4, 1, 8, 8) * 1.9 - 0.45), ValueError,
+                                   "range_tolerance"),
+    "float64 inputs, float32 models": (_attack(x=torch.rand(4, 1, 8, 8, dtype=torch.float64)), TypeError,
+                                       r"`inputs` must have the dtype of `generator`'s parameters \(torch.float32\)"),
+    "float16 inputs, float32 models": (_attack(x=torch.rand(4, 1, 8, 8).half()), TypeError,
+                                       "`inputs` must have the dtype"),
+    "model output batch size": (_attack(model=lambda x: TinyClassifier()(x)[:2]), ValueError,
+                                r"`forward_func` must return one row per input, shape \(4, ...\); got \(2, 3\)"),
+    "string input_range": (lambda: VAEGenerator(TinyVAE(), input_range="ab"), TypeError,
+                           r"`input_range` must be a \(low, high\) pair of numbers; got 'ab'"),
+    "reversed input_range": (lambda: VAEGenerator(TinyVAE(), input_range=(1, 0)), ValueError, "low < high"),
+    "encoder fails in the probe": (lambda: AutoencoderGenerator(lambda x: x.view(len(x), 7, -1),
+                                                                lambda z: z, image_shape=(1, 8, 8)),
+                                   ValueError, "`encoder` fails on a zero image batch"),
+    "diffusers VAE without input_range": (lambda: DiffusersVAEGenerator(_tiny_kl(), input_range=None), ValueError,
+                                          "`input_range` must be a \\(low, high\\) pair: DiffusersVAEGenerator"),
+    "DDIM without input_range": (lambda: DDIMGenerator(*_tiny_unet_sched(), input_range=None), ValueError,
+                                 "`input_range` must be a \\(low, high\\) pair: DDIMGenerator"),
+    "string encode_level": (lambda: DDIMGenerator(*_tiny_unet_sched(), encode_level="0.5"), TypeError,
+                            "`encode_level` must be a real number"),
     # metrics
     "proximity shapes": (lambda: proximity(torch.zeros(2, 3), torch.zeros(2, 4)), ValueError, "same shape"),
 }

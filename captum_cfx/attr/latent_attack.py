@@ -28,7 +28,7 @@ from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from torch import Tensor
 
 from captum_cfx._search import ActiveSet, Step, rows_finite
-from captum_cfx._validation import check_positive
+from captum_cfx._validation import check_decoded, check_positive
 from captum_cfx.attr._base import CounterfactualMethod, Inputs
 from captum_cfx.attr.output import CounterfactualOutput
 from captum_cfx.objectives import LogitMargin, Objective, get_objective
@@ -161,7 +161,7 @@ class LatentCounterfactualAttack(CounterfactualMethod):
         gen = self.generator
         with torch.no_grad():
             latent0 = gen.encode(b.x).detach()
-            recon = gen.decode(latent0).detach()
+            recon = check_decoded(gen.decode(latent0), b.x).detach()
             src = recon if s["source"] == "reconstruction" else b.x
             src_pred = self._model(src, b.others, b.extra).detach()
         goal = obj.prepare(src_pred, b.target)

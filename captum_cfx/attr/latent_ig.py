@@ -39,7 +39,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from captum_cfx._utils import call_model, check_same_device, eval_mode, index_args
-from captum_cfx._validation import check_positive, parse_target
+from captum_cfx._validation import check_decoded, check_positive, parse_target
 from captum_cfx.attr._common import CaptumInputs, check_model_and_generator
 from captum_cfx.generators.base import Latent, LatentGenerator
 
@@ -254,7 +254,7 @@ class LatentIntegratedGradients(GradientAttribution):
         with eval_mode(self.forward_func, self.generator):
             with torch.no_grad():
                 lat = self.generator.encode(x).detach()
-                rec = self.generator.decode(lat)
+                rec = check_decoded(self.generator.decode(lat), x)
                 renders += n
                 out0 = self._call(rec, extra)
             tgt = parse_target(target, n, out0.shape[1] if out0.dim() == 2 and out0.shape[1] > 1 else None, x.device)

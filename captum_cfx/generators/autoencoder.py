@@ -66,13 +66,17 @@ class AutoencoderGenerator(LatentGenerator):
     def _probe(self) -> None:
         x = torch.zeros(2, *self.image_shape, device=self.device, dtype=self.dtype)
         with torch.no_grad():
-            z = self._encode_mean(x)
+            try:
+                z = self._encode_mean(x)
+            except (RuntimeError, ValueError, IndexError) as e:
+                raise ValueError(f"`encoder` fails on a zero image batch of `image_shape` (2, "
+                                 f"{', '.join(map(str, self.image_shape))}) ({type(e).__name__}: {e})") from e
             if z.shape[0] != 2:
                 raise ValueError(f"`encoder` must keep the batch dimension; mapped (2, {self.image_shape}) "
                                  f"to {tuple(z.shape)}")
             try:
                 out = _first(self.decoder(z), "`decoder`")
-            except RuntimeError as e:
+            except (RuntimeError, ValueError, IndexError) as e:
                 raise ValueError(f"`encoder` and `decoder` do not match: the decoder fails on the "
                                  f"encoder's output of shape {tuple(z.shape)} ({e})") from e
         if tuple(out.shape) != (2, *self.image_shape):

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from captum_cfx._validation import check_images
+from captum_cfx._validation import check_float, check_images, check_range
 
 __all__ = ["Latent", "LatentGenerator"]
 
@@ -91,6 +91,13 @@ class Latent:
                        if k in diag})
 
 
+def require_range(input_range: Any, who: str) -> None:
+    """Generators that convert images to another range (diffusers' ``[-1, 1]``) need ``input_range``."""
+    if input_range is None:
+        raise ValueError(f"`input_range` must be a (low, high) pair: {who} converts images to diffusers' [-1, 1] "
+                         "range; got None")
+
+
 class LatentGenerator(nn.Module, ABC):
     """Base class of every latent space captum_cfx can search.
 
@@ -105,9 +112,7 @@ class LatentGenerator(nn.Module, ABC):
     def __init__(self, input_range: tuple[float, float] | None = (0.0, 1.0),
                  image_shape: tuple[int, int, int] | None = None) -> None:
         super().__init__()
-        if input_range is not None and (len(input_range) != 2 or not input_range[0] < input_range[1]):
-            raise ValueError(f"`input_range` must be (low, high) with low < high; got {input_range!r}")
-        self.input_range = tuple(float(v) for v in input_range) if input_range is not None else None
+        self.input_range = check_range(input_range, "input_range")
         self.image_shape = self._check_image_shape(image_shape)
 
     @staticmethod
@@ -130,9 +135,15 @@ class LatentGenerator(nn.Module, ABC):
         """``decode(encode(x))``."""
         return self.decode(self.encode(x))
 
+    #: how far images may stray outside :attr:`input_range`, as a fraction of its width, before they are refused
+    #: (0.1: the Gaussian noise of ``captum.attr.NoiseTunnel`` with ``stdevs`` up to about 0.02 of the width).
+    #: Set it on the instance for noisier inputs; 0 demands the range exactly.
+    range_tolerance: float = 0.1
+
     def check_images(self, x: Any, argument: str = "inputs") -> Tensor:
         """Validate a batch of images against this generator (rank, dtype, channels, range, finite)."""
-        return check_images(x, argument, image_shape=self.image_shape, value_range=self.input_range)
+        tol = check_float(self.range_tolerance, "range_tolerance", low=0)
+        return check_images(x, argument, image_shape=self.image_shape, value_range=self.input_range, tol=tol)
 
     def _as_latent(self, latent: Latent | Tensor, argument: str = "latent") -> Latent:
         if isinstance(latent, Latent):

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from captum_cfx.generators.base import Latent, LatentGenerator
+from captum_cfx._validation import check_float
+from captum_cfx.generators.base import Latent, LatentGenerator, require_range
 
 __all__ = ["DDIMGenerator", "DDIMSampler"]
 
@@ -51,8 +52,7 @@ class DDIMSampler(torch.nn.Module):
             raise ValueError(f"`scheduler.prediction_type` must be 'epsilon'; got {scheduler.config.prediction_type!r}")
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"`num_inference_steps` must be a positive int; got {num_inference_steps!r}")
-        if not 0.0 < encode_level <= 1.0:
-            raise ValueError(f"`encode_level` must be in (0, 1]; got {encode_level}")
+        check_float(encode_level, "encode_level", low=0, high=1, low_open=True)
         self.unet = unet
         self.scheduler = scheduler
         self.num_inference_steps = num_inference_steps
@@ -155,6 +155,7 @@ class DDIMGenerator(LatentGenerator):
     def __init__(self, unet: Any, scheduler: Any, num_inference_steps: int = 10, encode_level: float = 1.0,
                  checkpoint: bool = True, autocast: torch.dtype | None = None,
                  input_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        require_range(input_range, type(self).__name__)
         sampler = DDIMSampler(unet, scheduler, num_inference_steps, encode_level, checkpoint, autocast)
         c, s = unet.config.in_channels, unet.config.sample_size
         super().__init__(input_range, (c, s, s) if isinstance(s, int) else None)

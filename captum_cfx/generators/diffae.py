@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from captum_cfx.generators.base import Latent, LatentGenerator
+from captum_cfx.generators.base import Latent, LatentGenerator, require_range
 from captum_cfx.generators.ddim import DDIMSampler, _from_model, _to_model
 
 __all__ = ["DiffusionAutoencoder", "SemanticEncoder"]
@@ -75,6 +75,7 @@ class DiffusionAutoencoder(LatentGenerator):
         if unet.config.class_embed_type != "identity":
             raise ValueError("`unet` must be built with class_embed_type='identity' to take z_sem; "
                              f"got {unet.config.class_embed_type!r}")
+        require_range(input_range, type(self).__name__)
         c, s = unet.config.in_channels, unet.config.sample_size
         super().__init__(input_range, (c, s, s) if isinstance(s, int) else None)
         self.encoder = encoder

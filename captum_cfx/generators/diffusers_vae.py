@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from captum_cfx.generators.base import Latent, LatentGenerator
+from captum_cfx.generators.base import Latent, LatentGenerator, require_range
 
 __all__ = ["DiffusersVAEGenerator"]
 
@@ -46,6 +46,7 @@ class DiffusersVAEGenerator(LatentGenerator):
 
         if not isinstance(model, (AutoencoderKL, VQModel)):
             raise TypeError(f"`model` must be a diffusers AutoencoderKL or VQModel; got {type(model).__name__}")
+        require_range(input_range, type(self).__name__)
         if image_shape is None:
             c = model.config.in_channels
             s = model.config.sample_size
