@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -56,7 +57,11 @@ def build_generator(spec: str | None) -> captum_cfx.LatentGenerator:
     if Path(spec).is_dir():
         return DiffusersVAEGenerator.from_pretrained(spec, image_shape=(1, 28, 28))
     if ":" not in spec:
-        return load_generator(GENERATOR_ALIASES.get(spec, spec))
+        try:
+            return load_generator(GENERATOR_ALIASES.get(spec, spec))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"`--generator` must be module:factory, a diffusers model folder, one of "
+                             f"{sorted(GENERATOR_ALIASES)} or a zoo generator name; got {spec!r} ({e})") from None
     gen = load_factory(spec, "--generator")
     if isinstance(gen, LatentGenerator):
         return gen
@@ -93,6 +98,59 @@ def select_digits(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x[idx], y[idx]
 
 
+def check_device(spec: str) -> torch.device:
+    """``--device``: a torch device that exists on this machine."""
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"`--device` must be a torch device such as cpu, cuda or cuda:1; got {spec!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"`--device` {spec!r}: no CUDA GPU is available to torch on this machine; "
+                             "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"`--device` {spec!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"`--device` {spec!r}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"`--device` must be cpu, cuda[:i] or mps; got {spec!r}")
+    return dev
+
+
+def check_out(path: str) -> Path:
+    """``--out``: a folder we can create or write into (checked before anything is computed or written)."""
+    import os
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"`--out` {path!r} is a file, not a folder")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"`--out` {path!r} is not writable ({str(parent)!r} does not let this user write)")
+    return out
+
+
+def check_explain_args(a: argparse.Namespace) -> None:
+    """Every ``explain`` argument that can be checked without loading anything, before anything is written."""
+    from captum_cfx._validation import check_float
+
+    check_device(a.device)
+    for flag, value, low in (("--n", a.n, 1), ("--max-steps", a.max_steps, 1), ("--threads", a.threads, 1),
+                             ("--shard-size", a.shard_size, 1), ("--seed", a.seed, 0)):
+        check_float(value, flag, low=low, integer=True)
+    if a.limit is not None:
+        check_float(a.limit, "--limit", low=1, integer=True)
+    check_float(a.margin, "--margin", low=0)
+    if a.resume and a.data is None:
+        raise ValueError("`--resume` needs `--data` (only data-set runs are sharded and resumable)")
+    if a.target not in ("random", "next"):
+        choose_targets(torch.zeros(1, dtype=torch.long), a.target, 0)  # validates the value
+    check_out(a.out)
+
+
 def cmd_explain_data(a: argparse.Namespace) -> int:
     """``explain --data``: a sharded, resumable run over a data set (several ranks under torchrun)."""
     from captum_cfx.runner import RunConfig, local_device, make_explain_fn, rank_info, run_sharded, write_run_figures
@@ -105,9 +163,7 @@ def cmd_explain_data(a: argparse.Namespace) -> int:
     gen = build_generator(a.generator).to(device)
     oracle = load_pretrained("mnist-oracle").to(device) if gen.image_shape in (None, (1, 28, 28)) else None
     cfg = RunConfig(data=a.data, shard_size=a.shard_size, seed=a.seed, target=a.target, margin=a.margin,
-                    max_steps=a.max_steps, limit=a.limit, threads=a.threads)
-    if cfg.target != "random":
-        choose_targets(torch.zeros(1, dtype=torch.long), cfg.target, 0)  # validates the value
+                    max_steps=a.max_steps, limit=a.limit, threads=a.threads).check()
     t0 = time.perf_counter()
     summary = run_sharded(cfg, a.out, make_explain_fn(model, gen, oracle, cfg, device), resume=a.resume,
                           progress=not a.no_progress, image_shape=gen.image_shape or (1, 28, 28))
@@ -117,14 +173,26 @@ def cmd_explain_data(a: argparse.Namespace) -> int:
         seconds = time.perf_counter() - t0
         print(f"explained {summary['n_valid']} of {summary['n']} images in {summary['n_shards']} shards "
               f"({seconds:.1f}s): flip {summary['flip_rate']:.1%}, oracle agreement {summary['oracle_agreement']:.1%}; "
-              f"{len(summary['problems'])} unreadable")
+              f"{len(summary['problems'])} skipped or unreadable")
         print(f"results: {a.out}/summary.json")
+        if summary["n"] and not summary["n_valid"]:
+            first = summary["problems"][0] if summary["problems"] else "no problem recorded"
+            raise ValueError(f"all {summary['n']} images of `--data` were skipped (first problem: {first}; "
+                             f"every one is listed in {a.out}/summary.json)")
     return 0
 
 
 def cmd_explain(a: argparse.Namespace) -> int:
-    if a.data is not None:
-        return cmd_explain_data(a)
+    check_explain_args(a)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(a.threads)  # honoured with and without --data
+    try:
+        return cmd_explain_data(a) if a.data is not None else _explain_digits(a)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _explain_digits(a: argparse.Namespace) -> int:
     from captum_cfx import LatentCounterfactualAttack
     from captum_cfx.datasets import load_mnist
     from captum_cfx.metrics import domain_fid, knn_distance, mnist_features, oracle_agreement, proximity
@@ -246,6 +314,8 @@ def cmd_compare(a: argparse.Namespace) -> int:
         raise ValueError(f"`--n` must be >= 4 (sFID splits the images in halves); got {a.n}")
     if a.threads < 1:
         raise ValueError(f"`--threads` must be >= 1; got {a.threads}")
+    check_device(a.device)
+    check_out(a.out)
     torch.set_num_threads(a.threads)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
     res = run_compare(a.out, n=a.n, quick=a.quick, datasets=datasets, methods=methods,
@@ -312,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=None, help="only the first N images of --data")
     e.add_argument("--resume", action="store_true", help="with --data: skip shards already complete in --out")
     e.add_argument("--threads", type=int, default=1,
-                   help="intra-op threads per rank with --data (part of the run's bits; default 1)")
+                   help="intra-op CPU threads (per rank with --data, where it is part of the run's bits); default 1, "
+                        "which measured faster than torch's default on a busy machine (docs/scale.md)")
     e.set_defaults(func=cmd_explain)
     c = sub.add_parser("compare", help="run every available method on the same images and write one table",
                        description="Run every shipped counterfactual and attribution method on the same images and "
@@ -356,9 +427,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return a.func(a)
-    except (ValueError, TypeError) as err:
-        print(f"captum-cfx: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as err:  # the user's input: one line, no traceback
+        print(f"captum-cfx: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("captum-cfx: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - anything else is a bug: still one line, the traceback on request
+        if os.environ.get("CAPTUM_CFX_DEBUG"):
+            raise
+        print(f"captum-cfx: error: unexpected {type(err).__name__}: {_one_line(err)} "
+              "(set CAPTUM_CFX_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+        text = f"{text}: {err.filename!r}"
+    return text[:2000]
 
 
 if __name__ == "__main__":

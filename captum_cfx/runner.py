@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from captum_cfx._validation import check_float
 from captum_cfx.report import write_json_atomic
 
 __all__ = ["DataSource", "RunConfig", "local_device", "open_data", "rank_info", "run_sharded"]
@@ -57,14 +58,30 @@ class DataSource:
 
 
 class _TensorSource(DataSource):
-    def __init__(self, images: Any, labels: Any | None) -> None:
+    def __init__(self, images: Any, labels: Any | None, image_shape: tuple[int, int, int] | None = None) -> None:
+        shape = tuple(images.shape)
+        if len(shape) not in (3, 4):
+            raise ValueError(f"`data` images must be (N, C, H, W) or (N, H, W); got shape {shape}")
+        if image_shape is not None:
+            got = (1, *shape[1:]) if len(shape) == 3 else shape[1:]
+            if tuple(got) != tuple(image_shape):
+                c, h, w = image_shape
+                hint = (" (channels-last: store them as (N, C, H, W))" if len(shape) == 4 and shape[1:] == (h, w, c)
+                        else "")
+                raise ValueError(f"`data` images must be (N, {c}, {h}, {w}) for this generator; got {shape}{hint}")
+        if labels is not None:
+            if len(labels) != shape[0] or len(tuple(labels.shape)) != 1:
+                raise ValueError(f"`data` labels must be one per image, shape ({shape[0]},); got {tuple(labels.shape)}")
+            kind = str(getattr(labels, "dtype", ""))
+            if not any(t in kind for t in ("int", "uint")):
+                raise ValueError(f"`data` labels must be integers (class indices); got dtype {kind}")
         self.images, self.labels = images, labels
 
     def __len__(self) -> int:
         return len(self.images)
 
     def get(self, start: int, stop: int) -> tuple[Tensor, Tensor, list[str]]:
-        x = torch.as_tensor(np.asarray(self.images[start:stop])).float()
+        x = torch.as_tensor(np.array(self.images[start:stop])).float()
         if x.dim() == 3:
             x = x.unsqueeze(1)
         y = (torch.as_tensor(np.asarray(self.labels[start:stop])).long() if self.labels is not None
@@ -96,11 +113,11 @@ class _FolderSource(DataSource):
 
     def get(self, start: int, stop: int) -> tuple[Tensor, Tensor, list[str]]:
         imgs, problems = [], []
-        for p in self.files[start:stop]:
+        for i, p in enumerate(self.files[start:stop], start):
             try:
                 imgs.append(self._read(p))
             except Exception as e:  # noqa: BLE001 - any unreadable file is reported and skipped
-                problems.append(f"{p.name}: {e}")
+                problems.append(f"row {i}: {p.name}: {e}")
                 imgs.append(torch.full(self.shape, float("nan")))
         x = torch.stack(imgs) if imgs else torch.zeros(0, *self.shape)
         return x, torch.full((len(x),), -1, dtype=torch.long), problems
@@ -138,7 +155,7 @@ def open_data(spec: str, image_shape: tuple[int, int, int] = (1, 28, 28)) -> Dat
         from captum_cfx.datasets import load_mnist
 
         x, y = load_mnist(spec.split("-")[1])
-        return _TensorSource(x, y)
+        return _TensorSource(x, y, image_shape)
     if spec.startswith("squares-") and ":" in spec:
         size, n = spec[len("squares-"):].split(":", 1)
         if not (size.isdigit() and n.isdigit()):
@@ -156,20 +173,20 @@ def open_data(spec: str, image_shape: tuple[int, int, int] = (1, 28, 28)) -> Dat
             z = np.load(path, allow_pickle=False, mmap_mode="r")
             if "images" not in z:
                 raise ValueError(f"`data`: {path.name} must hold an 'images' array; it holds {list(z.keys())}")
-            return _TensorSource(z["images"], z["labels"] if "labels" in z else None)
+            return _TensorSource(z["images"], z["labels"] if "labels" in z else None, image_shape)
         if suffix == ".npy":
-            return _TensorSource(np.load(path, allow_pickle=False, mmap_mode="r"), None)
+            return _TensorSource(np.load(path, allow_pickle=False, mmap_mode="r"), None, image_shape)
         if suffix == ".safetensors":
             d = load_file(str(path))
             if "images" not in d:
                 raise ValueError(f"`data`: {path.name} must hold an 'images' tensor; it holds {list(d)}")
-            return _TensorSource(d["images"], d.get("labels"))
+            return _TensorSource(d["images"], d.get("labels"), image_shape)
         if suffix == ".pt":
             d = torch.load(path, weights_only=True, map_location="cpu")
             if isinstance(d, Tensor):
-                return _TensorSource(d, None)
+                return _TensorSource(d, None, image_shape)
             if isinstance(d, dict) and "images" in d:
-                return _TensorSource(d["images"], d.get("labels"))
+                return _TensorSource(d["images"], d.get("labels"), image_shape)
             raise ValueError("`data`: a .pt file must hold a tensor or a dict with 'images'")
     except Exception as e:  # noqa: BLE001 - corrupted or pickled files get one clear message
         if isinstance(e, ValueError) and str(e).startswith("`data`"):
@@ -258,6 +275,87 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
+# ----------------------------------------------------------------------------- one writer per folder
+LOCK_NAME = ".captum-cfx.lock"
+
+
+def _proc_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (``/proc``), or ``None`` when it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None if Path("/proc").is_dir() else "?"  # without /proc, trust os.kill below
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def _owner_alive(info: dict[str, Any]) -> bool:
+    import socket
+
+    pid = info.get("pid")
+    if not isinstance(pid, int) or info.get("host") != socket.gethostname():
+        return isinstance(pid, int)  # another machine's run: we cannot tell, so it holds the folder
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    start = _proc_start(pid)
+    return start is not None and (start == "?" or info.get("start") in (None, start))
+
+
+def acquire_lock(out: Path) -> Path:
+    """Create ``out/.captum-cfx.lock`` atomically (``O_CREAT | O_EXCL``) holding this process's PID, host and
+    start time. A lock whose owner is gone (killed, crashed) is stale and taken over; a live owner's refuses.
+    """
+    import socket
+
+    path = out / LOCK_NAME
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _proc_start(os.getpid())}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                info = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                info = {}
+            if not isinstance(info, dict):
+                info = {}
+            if info and _owner_alive(info):
+                raise ValueError(f"`out` {str(out)!r} is in use by another run (pid {info.get('pid')} on "
+                                 f"{info.get('host')}; lock file {str(path)!r}); wait for it to finish or use "
+                                 "another folder (delete the lock file only if no such run exists)") from None
+            if not info and time.time() - path.stat().st_mtime < 5:
+                time.sleep(0.2)  # being written by a process that has just created it
+                continue
+            path.unlink(missing_ok=True)  # stale: its owner is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return path
+    raise ValueError(f"`out` {str(out)!r}: could not take the lock file {str(path)!r}")
+
+
+def release_lock(path: Path) -> None:
+    """Remove a lock file taken by this process (never another's)."""
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, json.JSONDecodeError, AttributeError):
+        pass
+
+
+def _agree(error: str | None) -> None:
+    """Rank 0's verdict on the run's checks, raised on every rank (so no rank waits on a barrier forever)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        box = [error]
+        torch.distributed.broadcast_object_list(box, src=0)
+        error = box[0]
+    if error is not None:
+        raise ValueError(error)
+
+
 # ----------------------------------------------------------------------------- the run
 @dataclass
 class RunConfig:
@@ -276,6 +374,19 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
+
+    def check(self) -> RunConfig:
+        """Raise a clear error for a value no run can use (before anything is read or written)."""
+        if not isinstance(self.data, str) or not self.data:
+            raise TypeError(f"`data` must be a non-empty str; got {self.data!r}")
+        check_float(self.shard_size, "shard_size", low=1, integer=True)
+        check_float(self.seed, "seed", low=0, integer=True)
+        check_float(self.margin, "margin", low=0)
+        check_float(self.max_steps, "max_steps", low=1, integer=True)
+        check_float(self.threads, "threads", low=1, integer=True)
+        if self.limit is not None:
+            check_float(self.limit, "limit", low=1, integer=True)
+        return self
 
 
 ShardFn = Callable[[Tensor, Tensor, int], dict[str, Tensor]]
@@ -301,9 +412,10 @@ def shard_done(out: Path, k: int) -> bool:
     if not (data.is_file() and side.is_file()):
         return False
     try:
-        return json.loads(side.read_text()).get("sha256") == _digest(data)
-    except (json.JSONDecodeError, OSError):
+        meta = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         return False
+    return isinstance(meta, dict) and meta.get("sha256") == _digest(data)
 
 
 def run_sharded(cfg: RunConfig, out_dir: str | Path, compute: ShardFn, resume: bool = False,
@@ -319,31 +431,25 @@ def run_sharded(cfg: RunConfig, out_dir: str | Path, compute: ShardFn, resume: b
     Returns:
         On rank 0 the merged summary; on other ranks ``{}``.
     """
+    cfg.check()
     own_group = _init_distributed()
+    lock: Path | None = None
     try:
         rank, world = rank_info()
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        src = open_data(cfg.data, image_shape)
+        src = open_data(cfg.data, image_shape)  # every check runs before anything is written
         n = len(src) if cfg.limit is None else min(len(src), cfg.limit)
-        if cfg.shard_size <= 0:
-            raise ValueError(f"`shard_size` must be > 0; got {cfg.shard_size}")
+        if n == 0:
+            raise ValueError(f"`data` {cfg.data!r} holds no images")
         n_shards = (n + cfg.shard_size - 1) // cfg.shard_size
-        run_json = out / "run.json"
+        error = None
         if rank == 0:
-            if run_json.is_file():
-                prev = json.loads(run_json.read_text())
-                if prev != cfg.to_dict():
-                    if not resume:
-                        raise ValueError(f"`out` {str(out)!r} holds a run with another configuration; "
-                                         "use another folder")
-                    raise ValueError(f"cannot resume: `out` was made with {prev}, not {cfg.to_dict()}")
-                if not resume and any(shard_done(out, k) for k in range(n_shards)):
-                    raise ValueError(f"`out` {str(out)!r} already holds results; pass resume to continue it")
-            write_json_atomic(run_json, cfg.to_dict())
-            for stale in out.glob(".*.tmp"):  # half-written files of a killed run
-                stale.unlink()
-        _barrier()
+            try:
+                lock = _prepare_out(out, cfg, n_shards, resume)
+            except (ValueError, OSError) as e:
+                error = str(e) if isinstance(e, ValueError) else f"`out` {str(out)!r}: cannot write there ({e})"
+        _agree(error)
+        out.mkdir(parents=True, exist_ok=True)  # rank 0 made it; the others make sure (checks have passed)
         mine = [k for k in range(n_shards) if k % world == rank]
         todo = [k for k in mine if not (resume and shard_done(out, k))]
         bar = tqdm(total=len(mine), initial=len(mine) - len(todo), disable=not progress or rank != 0,
@@ -358,6 +464,7 @@ def run_sharded(cfg: RunConfig, out_dir: str | Path, compute: ShardFn, resume: b
                 res = compute(x, y, cfg.seed + k)
             finally:
                 torch.set_num_threads(threads)
+            problems += _row_problems(res.pop("_problems", []), lo, problems)
             res["index"] = torch.arange(lo, hi)
             data, side = shard_paths(out, k)
             _atomic_save(res, data)
@@ -371,8 +478,49 @@ def run_sharded(cfg: RunConfig, out_dir: str | Path, compute: ShardFn, resume: b
             return {}
         return merge(out, n_shards)
     finally:
+        if lock is not None:
+            release_lock(lock)
         if own_group:
             torch.distributed.destroy_process_group()
+
+
+def _prepare_out(out: Path, cfg: RunConfig, n_shards: int, resume: bool) -> Path:
+    """Rank 0: create ``out``, take its lock, check it against ``run.json``, then write ``run.json``."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"`out` {str(out)!r} is a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"`out` {str(out)!r} is not writable")
+    lock = acquire_lock(out)
+    try:
+        run_json = out / "run.json"
+        done = [k for k in range(n_shards) if shard_done(out, k)]
+        if run_json.is_file() and (done or any(out.glob("shard_*.json"))):
+            try:
+                prev = json.loads(run_json.read_text())
+            except json.JSONDecodeError:
+                prev = None
+            if prev != cfg.to_dict():
+                if not resume:
+                    raise ValueError(f"`out` {str(out)!r} holds a run with another configuration; use another folder")
+                raise ValueError(f"cannot resume: `out` was made with {prev}, not {cfg.to_dict()}")
+            if not resume and done:
+                raise ValueError(f"`out` {str(out)!r} already holds results; pass resume to continue it")
+        write_json_atomic(run_json, cfg.to_dict())  # a folder without results takes the new configuration
+        for stale in out.glob(".*.tmp"):  # half-written files of a killed run (the lock says none is running)
+            stale.unlink()
+    except BaseException:
+        release_lock(lock)
+        raise
+    return lock
+
+
+def _row_problems(found: list[tuple[int, str]], lo: int, reported: list[str]) -> list[str]:
+    """``row <index>: <problem>`` for the rows ``compute`` skipped, unless the data source reported them."""
+    import re
+
+    seen = {int(m.group(1)) for p in reported if (m := re.match(r"row (\d+):", p))}
+    return [f"row {lo + int(i)}: {msg}" for i, msg in found if lo + int(i) not in seen]
 
 
 def iter_shards(out: Path, n_shards: int) -> Iterator[dict[str, Tensor]]:
@@ -425,18 +573,35 @@ def make_explain_fn(model: Callable[[Tensor], Tensor], generator: Any, oracle: C
     attack = LatentCounterfactualAttack(model, generator)
     device = torch.device(device)
 
-    def compute(x: Tensor, y: Tensor, seed: int) -> dict[str, Tensor]:
+    def compute(x: Tensor, y: Tensor, seed: int) -> dict[str, Any]:
         n = len(x)
+        problems: list[tuple[int, str]] = []
         valid = torch.isfinite(x.flatten(1)).all(1) if n else torch.zeros(0, dtype=torch.bool)
+        problems += [(i, "non-finite values (NaN or Inf)") for i in (~valid).nonzero().flatten().tolist()]
         if generator.input_range is not None and n:
             lo, hi = generator.input_range
-            valid &= (x.flatten(1).amin(1) >= lo - 1e-4) & (x.flatten(1).amax(1) <= hi + 1e-4)
+            xf = x.flatten(1).nan_to_num(lo)
+            mins, maxs = xf.amin(1), xf.amax(1)
+            bad = valid & ((mins < lo - 1e-4) | (maxs > hi + 1e-4))
+            hint = "; 0-255 images? divide them by 255" if hi <= 1 and float(maxs.max()) > 2 else ""
+            problems += [(i, f"values in [{float(mins[i]):.4g}, {float(maxs[i]):.4g}] outside the generator's input "
+                             f"range [{lo:g}, {hi:g}]{hint}") for i in bad.nonzero().flatten().tolist()]
+            valid &= ~bad
         xv = x[valid].to(device)
         with torch.no_grad():
-            pred0 = model(xv).argmax(1).cpu() if len(xv) else torch.zeros(0, dtype=torch.long)
+            out0 = model(xv) if len(xv) else None
+        k = int(out0.shape[1]) if out0 is not None else 10
+        bad = valid.clone()
+        bad[valid] = (y[valid] >= k) | (y[valid] < -1)
+        if bool(bad.any()):  # a label that is not one of the model's classes cannot be a source class
+            problems += [(i, f"label {int(y[i])} is not a class of the model (0..{k - 1}, or -1 for unknown)")
+                         for i in bad.nonzero().flatten().tolist()]
+            keep = ~bad[valid]
+            valid &= ~bad
+            xv, out0 = xv[keep], (out0[keep] if out0 is not None else None)
+        pred0 = out0.argmax(1).cpu() if out0 is not None and len(xv) else torch.zeros(0, dtype=torch.long)
         ref = torch.where(y[valid] >= 0, y[valid], pred0)
         g = torch.Generator().manual_seed(int(seed))
-        k = int(model(xv[:1]).shape[1]) if len(xv) else 10
         offs = torch.randint(1, k, (n,), generator=g)[valid]
         tgt = (ref + offs) % k if cfg.target == "random" else torch.full_like(ref, int(cfg.target))
         out = attack.generate(xv, target=tgt.to(device), margin=cfg.margin, max_steps=cfg.max_steps)
@@ -462,6 +627,7 @@ def make_explain_fn(model: Callable[[Tensor], Tensor], generator: Any, oracle: C
                 if len(xv):
                     agree[valid] = (oracle(out.counterfactuals).argmax(1).cpu() == tgt.cpu()) & out.success.cpu()
             full["oracle_agree"] = agree
+        full["_problems"] = sorted(problems)  # type: ignore[assignment]  # popped by run_sharded, never saved
         return full
 
     return compute

@@ -307,7 +307,7 @@ def test_zoo_header_with_too_many_tensors_refused_before_reading(tmp_path):
     folder = _hostile_folder(tmp_path, cls="MNISTClassifier", config={"width": 32, "hidden": 128, "dropout": 0.3})
     n_params = len(load_pretrained("mnist-classifier").state_dict())
     path = folder / "evil.safetensors"
-    for entries in (n_params + 1, 200_000):
+    for entries in (n_params + 1, 20_000):
         header = {f"t{i}": {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i in range(entries)}
         raw = json.dumps(header).encode()
         path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(4 * entries))
@@ -336,3 +336,185 @@ def test_registered_user_class_loads_from_a_weights_folder(tmp_path):
         register_model("os:system", TinyClassifier)
     with pytest.raises(TypeError, match="`cls` must be a torch.nn.Module subclass"):
         register_model("Evil", print)
+
+
+# ----------------------------------------------------------------------------- the CLI: one line, exit 2
+_TINY = ["--model", "tests.factories:tiny_model", "--generator", "tests.factories:tiny_generator"]
+
+
+def _cli(args, tmp_path, capsys, out="out"):
+    from captum_cfx.cli import main
+
+    code = main(["explain", "--out", str(tmp_path / out), "--no-progress", *args])
+    err = capsys.readouterr().err
+    return code, err
+
+
+def _assert_one_line_error(code, err, match):
+    import re
+
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("captum-cfx: error: ") and "Traceback" not in err, err
+    assert re.search(match, lines[0]), lines[0]
+
+
+CLI_CASES = {
+    "device gpu": (["--device", "gpu"], r"`--device` must be a torch device"),
+    "device meta": (["--device", "meta"], r"`--device` must be cpu, cuda\[:i\] or mps"),
+    "threads 0": (["--threads", "0"], r"`--threads` must be in \[1, inf\); got 0"),
+    "limit -3": (["--data", "mnist-test", "--limit", "-3"], r"`--limit` must be in \[1, inf\); got -3"),
+    "max-steps 0": (["--max-steps", "0"], r"`--max-steps` must be in \[1, inf\); got 0"),
+    "margin nan": (["--margin", "nan"], r"`--margin` must be a finite number; got nan"),
+    "shard-size 0": (["--data", "mnist-test", "--shard-size", "0"], r"`--shard-size` must be in \[1, inf\)"),
+    "generator nonexistent": (["--generator", "nonexistent"], r"`--generator` must be module:factory.*'nonexistent'"),
+    "generator traversal": (["--generator", "../../../../tmp/evil"], r"`--generator` must be .*path separators"),
+    "resume without data": (["--resume"], r"`--resume` needs `--data`"),
+    "target 12": (["--target", "12"], r"`--target`"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLI_CASES))
+def test_cli_bad_arguments_one_line_exit_2_nothing_written(case, tmp_path, capsys):
+    args, match = CLI_CASES[case]
+    code, err = _cli(args, tmp_path, capsys)
+    _assert_one_line_error(code, err, match)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cli_cuda_without_gpu(tmp_path, capsys):
+    _assert_one_line_error(*_cli(["--device", "cuda"], tmp_path, capsys), r"no CUDA GPU is available")
+
+
+def test_cli_unwritable_out_and_bin_only_generator(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    _assert_one_line_error(*_cli([], tmp_path, capsys, out="file"), r"`--out` .* is a file")
+    _assert_one_line_error(*_cli([], tmp_path, capsys, out="file/sub"), r"`--out` .* is not writable")
+    folder = tmp_path / "vae"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+    _assert_one_line_error(*_cli(["--generator", str(folder)], tmp_path, capsys),
+                           r"holds no .safetensors weights.*never pickles")
+
+
+def test_cli_threads_honoured_without_data(tmp_path, capsys, monkeypatch):
+    from captum_cfx import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_explain_digits", lambda a: seen.append(torch.get_num_threads()) or 0)
+    before = torch.get_num_threads()
+    assert cli.main(["explain", "--threads", "2", "--out", str(tmp_path / "o")]) == 0
+    assert seen == [2] and torch.get_num_threads() == before
+
+
+def _npy(tmp_path, name, array):
+    path = tmp_path / name
+    np.save(path, array)
+    return str(path)
+
+
+@pytest.mark.parametrize("shape, match", [
+    ((4, 3, 28, 28), r"`data` images must be \(N, 1, 28, 28\) for this generator; got \(4, 3, 28, 28\)"),
+    ((4, 28, 28, 1), r"channels-last"),
+    ((4, 1, 32, 32), r"got \(4, 1, 32, 32\)"),
+    ((4, 784), r"must be \(N, C, H, W\) or \(N, H, W\)"),
+])
+def test_cli_wrong_shape_data_refused_before_writing(shape, match, tmp_path, capsys):
+    data = _npy(tmp_path, "x.npy", np.random.default_rng(0).random(shape, dtype=np.float32))
+    _assert_one_line_error(*_cli(["--data", data, *_TINY], tmp_path, capsys), match)
+    assert not (tmp_path / "out").exists()  # no run.json, no lock: the corrected command is not blocked
+    good = _npy(tmp_path, "good.npy", np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32))
+    code, err = _cli(["--data", good, "--max-steps", "2", *_TINY], tmp_path, capsys)
+    assert code == 0, err
+
+
+def test_cli_all_rows_skipped_exits_2_and_lists_problems(tmp_path, capsys):
+    import json
+
+    data = _npy(tmp_path, "u8.npy", (np.random.default_rng(0).random((6, 1, 28, 28)) * 255).astype(np.uint8))
+    code, err = _cli(["--data", data, "--shard-size", "4", *_TINY], tmp_path, capsys)
+    _assert_one_line_error(code, err, r"all 6 images of `--data` were skipped.*0-255 images\? divide them by 255")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n_valid"] == 0 and len(summary["problems"]) == 6
+    assert summary["problems"][5].startswith("row 5: values in [")
+
+
+def test_runner_flags_bad_labels_and_nonfinite_rows(tmp_path, capsys):
+    import json
+
+    x = np.random.default_rng(0).random((5, 1, 28, 28), dtype=np.float32)
+    x[3, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "d.npz", images=x, labels=np.array([42, 1, 2, 3, -7]))
+    code, err = _cli(["--data", str(tmp_path / "d.npz"), "--max-steps", "2", *_TINY], tmp_path, capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n"] == 5 and summary["n_valid"] == 2
+    assert summary["problems"] == [
+        "row 0: label 42 is not a class of the model (0..9, or -1 for unknown)",
+        "row 3: non-finite values (NaN or Inf)",
+        "row 4: label -7 is not a class of the model (0..9, or -1 for unknown)",
+    ]
+
+
+def test_runner_sidecar_holding_a_list_is_redone(tmp_path):
+    calls = []
+
+    def compute(x, y, seed):
+        calls.append(seed)
+        return {"success": torch.ones(len(x), dtype=torch.bool)}
+
+    cfg = RunConfig(data="mnist-test", shard_size=4, limit=8)
+    run_sharded(cfg, tmp_path, compute, progress=False)
+    (tmp_path / "shard_00001.json").write_text("[]")
+    calls.clear()
+    summary = run_sharded(cfg, tmp_path, compute, resume=True, progress=False)
+    assert calls == [1] and summary["n"] == 8
+
+
+def test_runner_config_values_checked_before_writing(tmp_path):
+    for kw, match in (({"threads": 0}, "`threads`"), ({"limit": -3}, "`limit`"), ({"max_steps": 0}, "`max_steps`"),
+                      ({"margin": float("inf")}, "`margin` must be a finite")):
+        with pytest.raises(ValueError, match=match):
+            run_sharded(RunConfig(data="mnist-test", **kw), tmp_path / "o", lambda x, y, s: {}, progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------- one writer per output folder
+_HOLD = """
+import sys, time
+from pathlib import Path
+from captum_cfx.runner import acquire_lock
+acquire_lock(Path(sys.argv[1]))
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_second_writer_is_refused_and_a_dead_owner_lock_is_stale(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from captum_cfx.runner import LOCK_NAME
+
+    out = tmp_path / "run"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        cfg = RunConfig(data="mnist-test", shard_size=4, limit=8)
+        with pytest.raises(ValueError, match=rf"`out` .* is in use by another run \(pid {holder.pid} "):
+            run_sharded(cfg, out, lambda x, y, s: {"success": torch.ones(len(x), dtype=torch.bool)}, progress=False)
+        assert not (out / "run.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the owner was killed: its lock is stale, the next run (a resume after a crash) takes it over
+    assert json.loads((out / LOCK_NAME).read_text())["pid"] == holder.pid
+    summary = run_sharded(cfg, out, lambda x, y, s: {"success": torch.ones(len(x), dtype=torch.bool)},
+                          resume=True, progress=False)
+    assert summary["n"] == 8 and not (out / LOCK_NAME).exists()  # released at the end

@@ -135,7 +135,7 @@ def test_explain_over_folder_reports_unreadable_and_completes(tmp_path, capsys):
     assert code == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["n"] == 6 and summary["n_valid"] == 5 and len(summary["problems"]) == 1
-    assert "1 unreadable" in capsys.readouterr().out
+    assert "1 skipped or unreadable" in capsys.readouterr().out
     assert (tmp_path / "out" / "grid.png").stat().st_size > 1000
 
 

@@ -74,8 +74,18 @@ class DiffusersVAEGenerator(LatentGenerator):
         p = Path(path)
         if not (p / "config.json").is_file():
             raise ValueError(f"`path` must be a local diffusers model folder with config.json; got {str(path)!r}")
+        if not any(p.glob("*.safetensors")):
+            found = sorted(q.name for q in p.iterdir() if q.is_file())[:8]
+            raise ValueError(f"`path` {str(path)!r} holds no .safetensors weights (found {found}); captum_cfx loads "
+                             "safetensors only, never pickles (.bin, .pt, .ckpt)")
+        try:
+            meta = json.loads((p / "config.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"`path`: {str(p / 'config.json')!r} is not valid JSON ({e})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"`path`: {str(p / 'config.json')!r} must hold a JSON object")
         if kind is None:
-            kind = "vq" if json.loads((p / "config.json").read_text()).get("_class_name") == "VQModel" else "kl"
+            kind = "vq" if meta.get("_class_name") == "VQModel" else "kl"
         if kind not in ("kl", "vq"):
             raise ValueError(f"`kind` must be 'kl' or 'vq'; got {kind!r}")
         model_cls = AutoencoderKL if kind == "kl" else VQModel
