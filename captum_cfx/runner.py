@@ -89,6 +89,53 @@ class _TensorSource(DataSource):
         return x, y, []
 
 
+def _npz_memmap(path: Path, key: str) -> np.ndarray | None:
+    """Memory-map member ``key`` of an uncompressed ``.npz`` (``np.savez``); ``None`` when it is compressed."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if local[:4] != b"PK\x03\x04":
+            return None
+        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        start = info.header_offset + 30 + name_len + extra_len
+        f.seek(start)
+        version = np.lib.format.read_magic(f)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in read_header:
+            return None
+        shape, fortran, dtype = read_header[version](f)
+        if dtype.hasobject:
+            return None
+        offset = f.tell()
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+class _SafetensorsRows:
+    """Rows of one tensor of a safetensors file, read slice by slice (the file is never loaded whole)."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        from safetensors import safe_open
+
+        self.path, self.key = str(path), key
+        with safe_open(self.path, framework="pt") as f:
+            self.shape = tuple(f.get_slice(key).get_shape())
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> Tensor:
+        from safetensors import safe_open
+
+        with safe_open(self.path, framework="pt") as f:
+            return f.get_slice(self.key)[rows]
+
+
 class _FolderSource(DataSource):
     def __init__(self, folder: Path, image_shape: tuple[int, int, int]) -> None:
         self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
@@ -170,19 +217,28 @@ def open_data(spec: str, image_shape: tuple[int, int, int] = (1, 28, 28)) -> Dat
     suffix = path.suffix.lower()
     try:
         if suffix == ".npz":
-            z = np.load(path, allow_pickle=False, mmap_mode="r")
+            z = np.load(path, allow_pickle=False)
             if "images" not in z:
                 raise ValueError(f"`data`: {path.name} must hold an 'images' array; it holds {list(z.keys())}")
-            return _TensorSource(z["images"], z["labels"] if "labels" in z else None, image_shape)
+            images = _npz_memmap(path, "images")  # np.savez: mapped; np.savez_compressed: read whole
+            return _TensorSource(images if images is not None else z["images"], z["labels"] if "labels" in z else None,
+                                 image_shape)
         if suffix == ".npy":
             return _TensorSource(np.load(path, allow_pickle=False, mmap_mode="r"), None, image_shape)
         if suffix == ".safetensors":
-            d = load_file(str(path))
-            if "images" not in d:
-                raise ValueError(f"`data`: {path.name} must hold an 'images' tensor; it holds {list(d)}")
-            return _TensorSource(d["images"], d.get("labels"), image_shape)
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                keys = list(f.keys())
+                if "images" not in keys:
+                    raise ValueError(f"`data`: {path.name} must hold an 'images' tensor; it holds {keys}")
+                labels = f.get_tensor("labels") if "labels" in keys else None
+            return _TensorSource(_SafetensorsRows(path, "images"), labels, image_shape)
         if suffix == ".pt":
-            d = torch.load(path, weights_only=True, map_location="cpu")
+            try:  # memory-mapped: only the rows of the current shard are read (zip-format files, torch >= 2.1)
+                d = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+            except RuntimeError:  # the legacy (non-zip) format cannot be mapped: read whole
+                d = torch.load(path, weights_only=True, map_location="cpu")
             if isinstance(d, Tensor):
                 return _TensorSource(d, None, image_shape)
             if isinstance(d, dict) and "images" in d:

@@ -75,6 +75,12 @@ def _tiny_unet_sched():
     return unet, DDIMScheduler(num_train_timesteps=10)
 
 
+def _aw():
+    from captum_cfx.datasets import AttributeWorld
+
+    return AttributeWorld()
+
+
 def _meta_generator():
     gen = VAEGenerator(TinyVAE(), image_shape=(1, 8, 8))
     return gen.to("meta")
@@ -179,6 +185,16 @@ CASES = {
                                  "`input_range` must be a \\(low, high\\) pair: DDIMGenerator"),
     "string encode_level": (lambda: DDIMGenerator(*_tiny_unet_sched(), encode_level="0.5"), TypeError,
                             "`encode_level` must be a real number"),
+    # attribute-world interventions
+    "do binary factor 7": (lambda: _aw().sample(2, do={"smile": 7}), ValueError,
+                           r"`do\['smile'\]` sets a binary factor: values must be 0 or 1; got \[7.0, 7.0\]"),
+    "do continuous nan": (lambda: _aw().sample(2, do={"age": float("nan")}), ValueError,
+                          r"`do\['age'\]` must be finite"),
+    "do continuous out of range": (lambda: _aw().sample(2, do={"age": 1.5}), ValueError,
+                                   r"`do\['age'\]` sets a continuous factor in \[0, 1\]"),
+    "do copies continuous into binary": (lambda: _aw().sample(4, do={"hat": "age"}), ValueError,
+                                         r"`do\['hat'\]` sets a binary factor"),
+    "do not a number": (lambda: _aw().sample(2, do={"age": object()}), TypeError, r"`do\['age'\]` must be a number"),
     # metrics
     "proximity shapes": (lambda: proximity(torch.zeros(2, 3), torch.zeros(2, 4)), ValueError, "same shape"),
 }
@@ -518,3 +534,32 @@ def test_second_writer_is_refused_and_a_dead_owner_lock_is_stale(tmp_path):
     summary = run_sharded(cfg, out, lambda x, y, s: {"success": torch.ones(len(x), dtype=torch.bool)},
                           resume=True, progress=False)
     assert summary["n"] == 8 and not (out / LOCK_NAME).exists()  # released at the end
+
+
+# ----------------------------------------------------------------------------- per-sample fault isolation
+@pytest.mark.parametrize("method", ["path", "finite-difference"])
+def test_lig_flags_a_nonfinite_sample_and_completes_the_rest_bit_identically(method):
+    import warnings
+
+    _, clf, gen, x = _world()
+
+    def model(images, flag):
+        out = clf(images)
+        return torch.where(flag[:, None], torch.full_like(out, float("nan")), out)
+
+    lig = LatentIntegratedGradients(model, gen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # walks that do not reach the threshold
+        clean = lig.explain(x, target=1, method=method, additional_forward_args=(torch.zeros(4, dtype=torch.bool),))
+    flag = torch.tensor([False, True, False, False])
+    with pytest.warns(UserWarning, match=r"1 of 4 inputs gave NaN/Inf values"):
+        out = lig.explain(x, target=1, method=method, additional_forward_args=(flag,))
+    assert out.nonfinite.tolist() == flag.tolist() and not clean.nonfinite.any()
+    keep = [0, 2, 3]
+    assert torch.equal(out.attributions[keep], clean.attributions[keep])
+    assert torch.equal(out.convergence_delta[keep], clean.convergence_delta[keep])
+    assert torch.equal(out.baseline_latents[keep], clean.baseline_latents[keep])
+    assert (out.attributions[1] == 0).all() and out.convergence_delta[1].isnan() and not out.baseline_found[1]
+    with pytest.warns(UserWarning, match="NaN/Inf"):
+        maps = lig.attribute(x, target=1, method=method, additional_forward_args=(flag,))
+    assert torch.isfinite(maps).all() and torch.equal(maps[keep], clean.attributions[keep])

@@ -286,3 +286,20 @@ def test_local_device_rejects_a_non_integer_local_rank(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "one")
     with pytest.raises(ValueError, match="local rank"):
         local_device("cuda")
+
+
+def test_tensor_files_are_streamed_not_loaded_whole(tmp_path):
+    """.npy, .npz (np.savez), .safetensors and .pt are read shard by shard; np.savez_compressed is read whole."""
+    x = np.random.default_rng(0).random((10, 1, 28, 28), dtype=np.float32)
+    y = np.arange(10) % 10
+    np.savez(tmp_path / "a.npz", images=x, labels=y)
+    np.savez_compressed(tmp_path / "c.npz", images=x, labels=y)
+    save_file({"images": torch.from_numpy(x), "labels": torch.from_numpy(y)}, str(tmp_path / "a.safetensors"))
+    torch.save({"images": torch.from_numpy(x), "labels": torch.from_numpy(y)}, tmp_path / "a.pt")
+    srcs = {name: open_data(str(tmp_path / name)) for name in ("a.npz", "c.npz", "a.safetensors", "a.pt")}
+    assert isinstance(srcs["a.npz"].images, np.memmap)
+    assert isinstance(srcs["a.safetensors"].images, runner._SafetensorsRows)
+    assert not isinstance(srcs["c.npz"].images, np.memmap)
+    for src in srcs.values():
+        xs, ys, problems = src.get(3, 7)
+        assert torch.equal(xs, torch.from_numpy(x[3:7])) and ys.tolist() == [3, 4, 5, 6] and problems == []

@@ -29,7 +29,7 @@ from __future__ import annotations
 import typing
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -60,6 +60,8 @@ class LatentIGOutput:
             the baseline or path was given).
         baseline_images / reconstructions: ``(N, C, H, W)``.
         n_renders: decoded images used (walk + path).
+        nonfinite: bool ``(N,)``: the model, its gradients or the decoded path gave NaN/Inf for this input;
+            its attributions are zero and its delta NaN, and every other input is computed as if it were absent.
     """
 
     attributions: Tensor
@@ -71,6 +73,7 @@ class LatentIGOutput:
     baseline_images: Tensor
     reconstructions: Tensor
     n_renders: int
+    nonfinite: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
 
     @property
     def relative_error(self) -> Tensor:
@@ -257,6 +260,7 @@ class LatentIntegratedGradients(GradientAttribution):
                 rec = check_decoded(self.generator.decode(lat), x)
                 renders += n
                 out0 = self._call(rec, extra)
+            bad = ~torch.isfinite(out0.reshape(n, -1)).all(1)  # per-sample non-finite flag, never raised on
             tgt = parse_target(target, n, out0.shape[1] if out0.dim() == 2 and out0.shape[1] > 1 else None, x.device)
             if tgt is None and out0.dim() == 2 and out0.shape[1] > 1:
                 raise ValueError(f"`target` is required for a model with {out0.shape[1]} outputs")
@@ -268,11 +272,12 @@ class LatentIntegratedGradients(GradientAttribution):
                 if baseline is not None:
                     zb = self._check_baseline(baseline, z)
                 else:
-                    d = self._direction(direction, x, lat, extra, tgt)
-                    zb, found, r = self._walk(lat, d, extra, tgt, threshold, max_alpha, walk_steps)
+                    d = self._direction(direction, x, lat, extra, tgt, bad)
+                    zb, found, r = self._walk(lat, d, extra, tgt, threshold, max_alpha, walk_steps, bad)
                     renders += r
-                    if not bool(found.all()):
-                        warnings.warn(f"{int((~found).sum())} of {n} walks did not reach p(target) < {threshold}; "
+                    if not bool((found | bad).all()):
+                        warnings.warn(f"{int((~found & ~bad).sum())} of {n} walks did not reach p(target) < "
+                                      f"{threshold}; "
                                       "their baseline is the furthest step (see LatentIGOutput.baseline_found)",
                                       stacklevel=3)
                 t = torch.linspace(0, 1, n_steps + 1, device=x.device, dtype=z.dtype)
@@ -291,6 +296,9 @@ class LatentIntegratedGradients(GradientAttribution):
             f, g = self._values_and_grads(imgs, e_rep, t_rep, internal_batch_size,
                                           need_grad=method != "finite-difference")
         f = f.view(n, p)
+        bad |= ~torch.isfinite(f).all(1) | ~torch.isfinite(imgs.view(n, -1)).all(1)
+        if g is not None:
+            bad |= ~torch.isfinite(g.view(n, -1)).all(1)
         gam = imgs.view(n, p, *imgs.shape[1:])
         dgam = gam[:, 1:] - gam[:, :-1]
         if method == "finite-difference":
@@ -307,8 +315,14 @@ class LatentIntegratedGradients(GradientAttribution):
                 attr = (gg[:, :-1] * dgam).sum(1)
         start, end = f[:, -1], f[:, 0]
         delta = attr.flatten(1).sum(1) - (start - end)
+        if bool(bad.any()):
+            attr = torch.where(bad.view(n, *([1] * (attr.dim() - 1))), torch.zeros_like(attr), attr)
+            delta = torch.where(bad, torch.full_like(delta, float("nan")), delta)
+            found = found & ~bad
+            warnings.warn(f"{int(bad.sum())} of {n} inputs gave NaN/Inf values (model output, gradients or decoded "
+                          "path); their attributions are zero (see LatentIGOutput.nonfinite)", stacklevel=3)
         return LatentIGOutput(attr.detach(), delta.detach(), start.detach(), end.detach(), zpath[:, 0].detach(),
-                              found, gam[:, 0].detach(), rec.detach(), renders)
+                              found, gam[:, 0].detach(), rec.detach(), renders, bad)
 
     # ------------------------------------------------------------------ helpers
     def _call(self, x: Tensor, extra: tuple[Any, ...]) -> Tensor:
@@ -327,7 +341,9 @@ class LatentIntegratedGradients(GradientAttribution):
         return torch.nn.functional.logsigmoid(out.reshape(out.shape[0]))
 
     def _direction(self, direction: Any, x: Tensor, lat: Latent, extra: tuple[Any, ...],
-                   tgt: Tensor | None) -> Tensor:
+                   tgt: Tensor | None, bad: Tensor) -> Tensor:
+        """Unit directions ``(N, *latent)``; rows that come out non-finite are flagged in ``bad`` (in place)
+        and get a placeholder direction, so that the other rows are computed exactly as without them."""
         n, dim = lat.free.shape[0], lat.free[0].numel()
         if direction is None:
             z = lat.free.detach().clone().requires_grad_(True)
@@ -352,15 +368,20 @@ class LatentIntegratedGradients(GradientAttribution):
         else:
             raise TypeError("`direction` must be a tensor, a fitted GlobalCounterfactualDirections or None; "
                             f"got {type(direction).__name__}")
+        bad |= ~torch.isfinite(d).all(1)
+        if bool(bad.any()):
+            d = torch.where(bad[:, None], torch.nn.functional.one_hot(torch.zeros_like(bad, dtype=torch.long),
+                                                                      dim).to(d.dtype), d)
         nrm = d.norm(dim=1, keepdim=True)
         if bool((nrm == 0).any()):
-            raise ValueError("`direction` is zero for some inputs (a zero latent gradient); "
+            rows = (nrm[:, 0] == 0).nonzero().flatten().tolist()
+            raise ValueError(f"`direction` is zero for inputs {rows[:10]} (a zero latent gradient); "
                              "give a direction or a baseline")
         return (d / nrm).reshape(n, *lat.free.shape[1:])
 
     @torch.no_grad()
-    def _walk(self, lat: Latent, d: Tensor, extra: tuple[Any, ...],
-              tgt: Tensor | None, threshold: float, max_alpha: float | None, steps: int) -> tuple[Tensor, Tensor, int]:
+    def _walk(self, lat: Latent, d: Tensor, extra: tuple[Any, ...], tgt: Tensor | None, threshold: float,
+              max_alpha: float | None, steps: int, bad: Tensor) -> tuple[Tensor, Tensor, int]:
         z = lat.free
         n = z.shape[0]
         amax = (torch.full((n,), float(max_alpha), device=z.device, dtype=z.dtype) if max_alpha is not None
@@ -374,6 +395,7 @@ class LatentIntegratedGradients(GradientAttribution):
         e_rep = tuple(a.repeat_interleave(steps, 0) if isinstance(a, Tensor) and a.dim() and a.shape[0] == n else a
                       for a in extra)
         lp = self._log_prob(self._call(imgs, e_rep), tgt.repeat_interleave(steps) if tgt is not None else None)
+        bad |= ~torch.isfinite(lp.view(n, steps)).all(1)  # flagged in place; the row's walk result is unused
         below = (lp.exp() < threshold).view(n, steps)
         found = below.any(1)
         first = torch.where(found, below.float().argmax(1), torch.full_like(found, steps - 1, dtype=torch.long))

@@ -166,13 +166,28 @@ class AttributeWorld:
     def _do_values(self, do: Mapping[str, object], n: int, name: str, f: Tensor) -> Tensor:
         v = do[name]
         if isinstance(v, str):
-            return f[:, self.index(v)].clone()
-        t = torch.as_tensor(v, dtype=torch.float32, device=f.device)
-        if t.dim() == 0:
-            t = t.expand(n)
-        if t.shape != (n,):
-            raise ValueError(f"`do[{name!r}]` must be a scalar, a ({n},) tensor or a factor name; got shape "
-                             f"{tuple(t.shape)}")
+            t = f[:, self.index(v)].clone()
+        else:
+            if isinstance(v, bool):
+                v = float(v)
+            try:
+                t = torch.as_tensor(v, dtype=torch.float32, device=f.device)
+            except (TypeError, ValueError, RuntimeError):
+                raise TypeError(f"`do[{name!r}]` must be a number, a ({n},) tensor or a factor name; "
+                                f"got {type(v).__name__}") from None
+            if t.dim() == 0:
+                t = t.expand(n)
+            if t.shape != (n,):
+                raise ValueError(f"`do[{name!r}]` must be a scalar, a ({n},) tensor or a factor name; got shape "
+                                 f"{tuple(t.shape)}")
+        if t.numel() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"`do[{name!r}]` must be finite; got NaN or Inf")
+        if name in BINARY and t.numel() and not bool(((t == 0) | (t == 1)).all()):
+            bad = t[(t != 0) & (t != 1)][:3].tolist()
+            raise ValueError(f"`do[{name!r}]` sets a binary factor: values must be 0 or 1; got {bad}")
+        if name in CONTINUOUS and t.numel() and not bool(((t >= 0) & (t <= 1)).all()):
+            raise ValueError(f"`do[{name!r}]` sets a continuous factor in [0, 1]; got values in "
+                             f"[{float(t.min()):.4g}, {float(t.max()):.4g}]")
         return t.clone()
 
     def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None,
