@@ -124,10 +124,13 @@ def check_float(value: Any, argument: str, *, low: float | None = None, high: fl
     bad_low = low is not None and (value <= low if low_open else value < low)
     bad_high = high is not None and (value >= high if high_open else value > high)
     if bad_low or bad_high:
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
-        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
-        raise ValueError(f"`{argument}` must be in {interval}; got {value}")
+        if high is None:
+            want = f"{'>' if low_open else '>='} {low:g}"
+        elif low is None:
+            want = f"{'<' if high_open else '<='} {high:g}"
+        else:
+            want = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"`{argument}` must be {want}; got {value}")
     return value
 
 

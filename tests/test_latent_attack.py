@@ -300,7 +300,7 @@ def test_objective_bad_settings():
         TargetClass(1.5)
     with pytest.raises(ValueError, match="`margin`"):
         LogitMargin(-1)
-    with pytest.raises(ValueError, match="thresholds"):
+    with pytest.raises(ValueError, match=r"`up` must be in \(0.5, 1\); got 0.4"):
         ProbabilityThreshold(up=0.4)
     with pytest.raises(ValueError, match="`tolerance`"):
         RegressionTarget(0)

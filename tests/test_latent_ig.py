@@ -112,9 +112,15 @@ def test_captum_visualization_noise_tunnel_and_sensitivity(shipped_lig):
                                   method="blended_heat_map", sign="all", use_pyplot=False)
     assert fig is not None
     nt = NoiseTunnel(lig)
-    with torch.no_grad():
-        smooth = nt.attribute(x[:2], nt_type="smoothgrad", nt_samples=2, stdevs=0.05, target=y[:2], n_steps=8,
-                              direction=d)
+    with pytest.raises(ValueError, match="range_tolerance"), torch.no_grad():  # noise leaves [0, 1]: refused...
+        nt.attribute(x[:2], nt_type="smoothgrad", nt_samples=2, stdevs=0.05, target=y[:2], n_steps=8, direction=d)
+    lig.generator.range_tolerance = 0.5  # ... unless allowed explicitly
+    try:
+        with torch.no_grad():
+            smooth = nt.attribute(x[:2], nt_type="smoothgrad", nt_samples=2, stdevs=0.05, target=y[:2], n_steps=8,
+                                  direction=d)
+    finally:
+        del lig.generator.range_tolerance
     assert smooth.shape == x[:2].shape and np.isfinite(smooth.numpy()).all()
     with torch.no_grad():
         sens = sensitivity_max(lig.attribute, x[:2], target=y[:2], n_steps=8, baseline=torch.zeros(32),
