@@ -15,7 +15,7 @@ directions are (``transfer``: same sign rule, same step ``alpha``, same 499 held
 their flip rate at every alpha of the grid, their oracle agreement at the shared alpha and their cosine with
 source #0's best direction. Diversity: oracle-feature distances between the source's counterfactuals from
 different h-directions, next to the distance between two proxy runs (seeds 0 and 1) of the same direction
-kind. The figures (direction grid, globality curve) are made by ``python -m captum_cfx.gallery``.
+kind. The figures (direction grid, globality curve) are made by ``python tools/gallery.py``.
 
     python benchmarks/global_directions.py
     python benchmarks/global_directions.py --control-only   # recompute only the random control (minutes)

@@ -8,7 +8,7 @@ time. Methods: the exact path sum (trapezoid, default), the path sum with ``g_j`
 ("left", the paper's formula as written), the reference's straight-line multiplier, and black-box finite
 differences. Also Captum's IntegratedGradients (zero baseline) on the same inputs for reference; the
 figure (LIG next to Captum IG and Saliency, docs/images/lig_vs_ig.png) is redrawn by the gallery
-(``python -m captum_cfx.gallery``).
+(``python tools/gallery.py``).
 
     python benchmarks/latent_ig.py
 """
@@ -22,12 +22,12 @@ import warnings
 from pathlib import Path
 
 import torch
+from _common import make_gallery
 from captum.attr import IntegratedGradients
 
 import captum_cfx
 from captum_cfx import LatentIntegratedGradients
 from captum_cfx.datasets import load_mnist
-from captum_cfx.gallery import make_gallery
 from captum_cfx.zoo import load_generator, load_pretrained
 
 METHODS = [("path", "trapezoid"), ("path", "left"), ("straight", "trapezoid"), ("finite-difference", "trapezoid")]
@@ -84,7 +84,7 @@ def main() -> None:
     out_path = Path(__file__).parent / "results" / "latent_ig_cpu.json"
     out_path.parent.mkdir(exist_ok=True)
     out_path.write_text(json.dumps(result, indent=2) + "\n")
-    make_gallery(only=["lig_vs_ig"])  # docs/images/lig_vs_ig.png, as python -m captum_cfx.gallery makes it
+    make_gallery(only=["lig_vs_ig"])  # docs/images/lig_vs_ig.png, as python tools/gallery.py makes it
     print(json.dumps(result, indent=2))
     print()
     print(table(result))

@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 import torch
+from _common import make_gallery
 
 from captum_cfx.datasets import AttributeWorld, Squares
-from captum_cfx.gallery import make_gallery
 from captum_cfx.zoo import load_generator, load_pretrained
 from captum_cfx.zoo._registry import WEIGHTS_DIR
 from captum_cfx.zoo.recipes_worlds import CONTINUOUS_TOLERANCE, smile_split
@@ -138,7 +138,7 @@ def main() -> None:
         res["train_seconds_cpu"][name] = {"seconds": cfg["train_seconds_cpu"], "threads": cfg["train_threads"]}
     res["zoo_megabytes"] = round(sum(q.stat().st_size for q in WEIGHTS_DIR.iterdir()) / 2**20, 2)
 
-    make_gallery(only=["worlds"])  # docs/images/worlds.png, the gallery's figure (same as python -m captum_cfx.gallery)
+    make_gallery(only=["worlds"])  # docs/images/worlds.png, the gallery's figure (same as python tools/gallery.py)
     out = Path(a.out) if a.out else Path(__file__).parent / "results" / "worlds_cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")

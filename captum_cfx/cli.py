@@ -318,16 +318,13 @@ def cmd_compare(a: argparse.Namespace) -> int:
     check_out(a.out)
     torch.set_num_threads(a.threads)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
-    res = run_compare(a.out, n=a.n, quick=a.quick, datasets=datasets, methods=methods,
+    size = "quick" if a.quick else "full" if a.full else "default"
+    res = run_compare(a.out, size=size, n=a.n, datasets=datasets, methods=methods,
                       attributions=not a.no_attributions, device=a.device, progress=not a.no_progress)
     rows = sum(len(t["rows"]) for t in res["tasks"].values())
     print(f"compared {rows} method rows on {len(res['tasks'])} tasks ({res['n_per_dataset']} images each) "
           f"in {res['seconds']:.1f}s; {len(res['skipped'])} not run")
     print(f"results: {Path(a.out) / 'compare.md'}")
-    if a.readme:
-        from captum_cfx.compare import update_readme
-
-        print(f"pasted into {update_readme(a.readme, a.out)}")
     return 0
 
 
@@ -389,8 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run every shipped counterfactual and attribution method on the same images and "
                                    "targets (embedded MNIST, the attribute world, squares), score them with "
                                    "captum_cfx.metrics and write compare.md, compare.json and figure grids.")
-    c.add_argument("--quick", action="store_true", help="100 images per data set (slow methods: the first 8 of them)")
-    c.add_argument("--n", type=int, default=None, help="images per data set (default 1000, or 100 with --quick)")
+    size = c.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help="a smoke of every row: 8 images per data set, slow methods on 2 (under 2 minutes on one "
+                           "thread)")
+    size.add_argument("--full", action="store_true",
+                      help="1000 images per data set, slow methods on all of them (hours on one thread)")
+    c.add_argument("--n", type=int, default=None,
+                   help="images per data set (default 100; 8 with --quick, 1000 with --full); slow methods keep "
+                        "their subset (the first 8, or 2 with --quick)")
     c.add_argument("--datasets", default="mnist,world,squares", help="comma-separated subset of mnist,world,squares")
     c.add_argument("--methods", default=None,
                    help="comma-separated name fragments: keep only the methods whose names contain one")
@@ -399,9 +403,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (default 1)")
     c.add_argument("--out", default="cfx-compare", help="output folder (default ./cfx-compare)")
     c.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    c.add_argument("--readme", default=None,
-                   help="also paste compare.md into this file between its '<!-- compare:start' and "
-                        "'<!-- compare:end -->' lines")
     c.set_defaults(func=cmd_compare)
     v = sub.add_parser("convert", help="convert a released checkpoint to a safetensors folder (once)",
                        description="Read a released pickle checkpoint without running code from it and write a "

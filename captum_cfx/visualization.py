@@ -6,11 +6,12 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from captum.attr._utils.visualization import visualize_image_attr
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["counterfactual_grid", "plot_attribution"]
+__all__ = ["counterfactual_grid", "direction_grid", "plot_attribution"]
 
 
 def _hwc(t: Tensor) -> np.ndarray:
@@ -71,3 +72,42 @@ def counterfactual_grid(originals: Tensor, reconstructions: Tensor, counterfactu
     fig.tight_layout()
     return fig
 
+
+
+def direction_grid(gcd: object, model: torch.nn.Module, images: Tensor, alphas: Sequence[float], *,
+                   classes: tuple[int, int] = (3, 8)) -> Figure:
+    """A fitted global direction applied to several images (rows) at several steps (columns).
+
+    Each panel is titled with the model's probabilities of the two classes of the question.
+
+    Args:
+        gcd: a fitted :class:`~captum_cfx.GlobalCounterfactualDirections`.
+        model: the classifier (logits ``(N, K)``).
+        images: grey images, one row each.
+        alphas: the steps, one column each (0 shows the reconstruction).
+        classes: ``(negative, positive)`` classes whose probabilities head each panel.
+
+    Shape:
+        - images: ``(N, 1, H, W)`` in ``[0, 1]``.
+    """
+    if images.dim() != 4 or images.shape[1] != 1:
+        raise ValueError(f"`images` must be (N, 1, H, W) grey images; got {tuple(images.shape)}")
+    neg, pos = classes
+    fig, axes = plt.subplots(len(images), len(alphas), figsize=(1.3 * len(alphas), 1.3 * len(images)),
+                             squeeze=False)
+    with torch.no_grad():
+        for j, al in enumerate(alphas):
+            out = gcd.transfer(images, [float(al)])  # type: ignore[attr-defined]
+            probs = torch.softmax(model(out.counterfactuals), 1)
+            for i in range(len(images)):
+                ax = axes[i, j]
+                ax.imshow(out.counterfactuals[i, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(f"p{neg}={probs[i, neg]:.2f} p{pos}={probs[i, pos]:.2f}", fontsize=5)
+                if i == len(images) - 1:
+                    ax.set_xlabel(f"alpha={al:.2f}", fontsize=6)
+    kind = gcd.direction_kinds_[gcd.best_index_]  # type: ignore[attr-defined]
+    fig.suptitle(f"GCD {kind} from one {pos}, applied to other {pos}s", fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,4 +1,4 @@
-"""``python -m captum_cfx.gallery``: every gallery image is written, and is a readable PNG."""
+"""``python tools/gallery.py``: every gallery image is written, and is a readable PNG; the direction grid."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from captum_cfx import gallery
+from tools import gallery  # the repository's tooling, not the installed package
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -29,3 +29,12 @@ def test_gallery_small_writes_every_image(tmp_path: Path, capsys: pytest.Capture
 def test_gallery_rejects_unknown_figure(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="`only` must name figures"):
         gallery.make_gallery(tmp_path, gallery.GallerySizes.small(), only=["nope"])
+
+
+def test_direction_grid_rejects_colour_images() -> None:
+    import torch
+
+    from captum_cfx.visualization import direction_grid
+
+    with pytest.raises(ValueError, match="`images` must be \\(N, 1, H, W\\)"):
+        direction_grid(object(), torch.nn.Identity(), torch.zeros(2, 3, 8, 8), [0.0])

@@ -257,15 +257,16 @@ def test_compare_tiny_run_writes_tables_and_figures(tmp_path, capsys):
     assert f"compared {8 + len(squares['rows'])} method rows on 3 tasks" in capsys.readouterr().out
 
 
-def test_compare_attributions_and_absent_rows(tmp_path, monkeypatch):
+def test_compare_attributions_and_absent_rows(tmp_path):
     from captum_cfx import compare
 
-    monkeypatch.setattr(compare, "METHODS", list(compare.METHODS))
-    compare.register("needs a missing model", families=("mnist",), requires=("no-such-model",))(
+    registry = compare.default_registry()
+    registry.register("needs a missing model", ("mnist",), requires=("no-such-model",))(
         lambda task: compare.CFResult(task.images, 0.0))
-    compare.register("identity", families=("mnist",))(lambda task: compare.CFResult(task.images.clone(), 0.0))
+    registry.register("identity", ("mnist",))(lambda task: compare.CFResult(task.images.clone(), 0.0))
     res = compare.run_compare(tmp_path, n=4, datasets=("mnist",), methods=["saliency", "occlusion", "identity",
-                                                                           "missing"], progress=False)
+                                                                           "missing"], registry=registry,
+                              progress=False)
     rows = res["tasks"]["mnist"]["rows"]
     assert [r["method"] for r in rows] == ["identity"]  # the missing model's row is absent, not faked
     assert rows[0]["validity"] == 0.0 and rows[0]["l2_pixels"] == 0.0
@@ -281,10 +282,32 @@ def test_compare_attributions_and_absent_rows(tmp_path, monkeypatch):
     assert set(attr) == {"Saliency (signed gradient)", "Occlusion (4x4)"}
     assert all(r["infidelity"] >= 0 and r["sensitivity_max"] >= 0 for r in attr.values())
     assert "needs a missing model on mnist (not shipped: no-such-model)" in (tmp_path / "compare.md").read_text()
+    assert res["command"] == "captum-cfx compare --n 4" and res["size"] == "default" and res["slow_n"] == 8
+
+
+def test_compare_registries_are_objects():
+    from captum_cfx import compare
+
+    a, b = compare.default_registry(), compare.default_registry()
+    names = [m.name for m in a.methods]
+    assert names[0] == "latent attack (VAE)" and names[-1] == "captum PGD (pixels)" and len(a.attributions) == 4
+    a.register("identity", ("mnist",))(lambda task: compare.CFResult(task.images.clone(), 0.0))
+    copy = a.copy()
+    copy.register("other", ("world",))(lambda task: None)
+    # registering on one registry leaves every other one (and the next default) unchanged
+    assert [m.name for m in a.methods] == [*names, "identity"]
+    assert [m.name for m in copy.methods] == [*names, "identity", "other"]
+    assert [m.name for m in b.methods] == names == [m.name for m in compare.default_registry().methods]
     with pytest.raises(ValueError, match="already registered"):
-        compare.register("identity", families=("mnist",))
+        a.register("identity", ("mnist",))
+    with pytest.raises(ValueError, match="already registered"):
+        a.register_attribution("Occlusion (4x4)", ("mnist",))
     with pytest.raises(ValueError, match="`families`"):
-        compare.register("other", families=("cifar",))
+        a.register("cifar row", ("cifar",))
+    with pytest.raises(TypeError, match="`families`"):
+        a.register("str families", "mnist")
+    with pytest.raises(TypeError, match="`registry`"):
+        compare.run_compare("unused", registry=[])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("args, match", [(["--n", "3"], "`--n`"), (["--datasets", "cifar"], "`--datasets`"),
@@ -294,11 +317,10 @@ def test_compare_bad_arguments(args, match, tmp_path, capsys):
     assert match in capsys.readouterr().err
 
 
-def test_compare_quick_runs_slow_methods_on_a_fixed_subset(tmp_path, monkeypatch):
+def test_compare_runs_slow_methods_on_a_fixed_subset(tmp_path):
     from captum_cfx import compare
 
-    monkeypatch.setattr(compare, "METHODS", [])
-    monkeypatch.setattr(compare, "QUICK_SLOW_N", 3)
+    registry = compare.Registry()
     seen: dict[str, torch.Tensor] = {}
 
     def make(name: str):
@@ -307,10 +329,12 @@ def test_compare_quick_runs_slow_methods_on_a_fixed_subset(tmp_path, monkeypatch
             return compare.CFResult(task.images.clone(), 0.0)
         return run
 
-    compare.register("fast identity", families=("mnist",))(make("fast"))
-    compare.register("slow identity", families=("mnist",), slow=True)(make("slow"))
-    compare.register("per-family needs", families=("mnist",), requires={"mnist": ("no-such-model",)})(make("x"))
-    res = compare.run_compare(tmp_path, n=5, quick=True, datasets=("mnist",), attributions=False, progress=False)
+    registry.register("fast identity", ("mnist",))(make("fast"))
+    registry.register("slow identity", ("mnist",), slow=True)(make("slow"))
+    registry.register("per-family needs", ("mnist",), requires={"mnist": ("no-such-model",)})(make("x"))
+    size = compare.RunSize("test", n=5, slow_n=3)
+    res = compare.run_compare(tmp_path, size=size, datasets=("mnist",), attributions=False, registry=registry,
+                              progress=False)
     rows = {r["method"]: r for r in res["tasks"]["mnist"]["rows"]}
     assert rows["fast identity"]["n"] == 5 and rows["slow identity"]["n"] == 3
     assert torch.equal(seen["slow"], seen["fast"][:3])  # the first images of the same task, not a new draw
@@ -318,19 +342,43 @@ def test_compare_quick_runs_slow_methods_on_a_fixed_subset(tmp_path, monkeypatch
     assert {"task": "mnist", "method": "per-family needs", "reason": "not shipped: no-such-model"} in res["skipped"]
     md = (tmp_path / "compare.md").read_text()
     assert "| slow identity | 3 |" in md and "| fast identity | 5 |" in md
+    assert res["command"] == "captum_cfx.compare.run_compare(size=RunSize(name='test', n=5, slow_n=3))"
+
+
+def test_compare_sizes():
+    from captum_cfx import compare
+    from captum_cfx.cli import build_parser
+
+    sizes = compare.SIZES
+    assert (sizes["quick"].n, sizes["quick"].slow_n) == (8, 2)  # a smoke of every row (under 2 minutes)
+    assert (sizes["default"].n, sizes["default"].slow_n) == (100, 8)  # the README's tables
+    assert (sizes["full"].n, sizes["full"].slow_n) == (1000, None)
+    assert [s.command() for s in sizes.values()] == ["captum-cfx compare --quick", "captum-cfx compare",
+                                                     "captum-cfx compare --full"]
+    assert compare.RunSize("full", 20).command() == "captum-cfx compare --full --n 20"
+    with pytest.raises(ValueError, match="`n`"):
+        compare.RunSize("x", 3)
+    with pytest.raises(ValueError, match="`slow_n`"):
+        compare.RunSize("x", 4, 0)
+    with pytest.raises(ValueError, match="`size`"):
+        compare.run_compare("unused", size="huge")
+    with pytest.raises(SystemExit):  # argparse: --quick and --full exclude each other
+        build_parser().parse_args(["compare", "--quick", "--full"])
 
 
 def test_compare_registration_checks_requires():
     from captum_cfx import compare
 
+    registry = compare.Registry()
     with pytest.raises(TypeError, match="`requires`"):
-        compare.register("a str", families=("mnist",), requires="mnist-vae")
+        registry.register("a str", ("mnist",), requires="mnist-vae")
     with pytest.raises(ValueError, match="`requires`"):
-        compare.register("other family", families=("mnist",), requires={"world": ("world-vae",)})
+        registry.register("other family", ("mnist",), requires={"world": ("world-vae",)})
+    assert registry.methods == ()
 
 
-def test_update_readme_pastes_between_markers(tmp_path):
-    from captum_cfx.compare import update_readme
+def test_update_readme_pastes_between_markers(tmp_path, capsys):
+    from tools.update_readme import main, update_readme  # the repository's tooling, not the installed package
 
     out = tmp_path / "results" / "cmp"
     out.mkdir(parents=True)
@@ -349,14 +397,16 @@ def test_update_readme_pastes_between_markers(tmp_path):
         update_readme(readme, out)
     with pytest.raises(ValueError, match="`out_dir`"):
         update_readme(readme, tmp_path)
+    assert main(["--readme", str(readme), "--results", str(out)]) == 2  # still no markers: one-line error
+    assert "error: `readme` must hold" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("n", [0, -1, 2.5, True])
 def test_task_subset_needs_a_positive_int(n):
     from captum_cfx import compare
 
-    task = compare.Task("t", "mnist", torch.zeros(3, 1, 2, 2), torch.zeros(3), torch.zeros(3), nn.Identity(),
-                        lambda v: v, nn.Identity())
+    task = compare.Task(name="t", family="mnist", images=torch.zeros(3, 1, 2, 2), sources=torch.zeros(3),
+                        goals=torch.zeros(3), model=nn.Identity(), oracle=lambda v: v, features=nn.Identity())
     with pytest.raises(ValueError, match="`n`"):
         task.subset(n)
     assert task.subset(5) is task and len(task.subset(2).images) == 2

@@ -27,8 +27,7 @@ from captum.attr import IntegratedGradients, Saliency
 
 from captum_cfx import GlobalCounterfactualDirections, LatentIntegratedGradients
 from captum_cfx.datasets import load_mnist
-from captum_cfx.gallery import gcd_grid_figure
-from captum_cfx.visualization import plot_attribution
+from captum_cfx.visualization import direction_grid, plot_attribution
 from captum_cfx.zoo import load_generator, load_pretrained
 
 %matplotlib inline
@@ -62,7 +61,7 @@ for kind, s in zip(gcd.direction_kinds_, gcd.scores_):
 decision); each panel is titled with the classifier's probabilities of 3 and 8. The digits should turn into
 3s, not into noise."""),
     ("code", """steps = [0.0, 0.25 * alpha, 0.5 * alpha, 0.75 * alpha, alpha]
-fig = gcd_grid_figure(gcd, model, heldout[[9, 19, 29, 39]], steps)"""),
+fig = direction_grid(gcd, model, heldout[[9, 19, 29, 39]], steps)"""),
     ("md", """**Globality** is the fraction of held-out images whose decision flips at a step `alpha`. The oracle
 checks the flips (does it also answer "3"?). The control: random unit directions at the same steps."""),
     ("code", """grid = torch.linspace(0, alpha, 11)[1:]

@@ -2,8 +2,8 @@
 
 ::
 
-    python -m captum_cfx.gallery                  # writes docs/images/<name>.png (1 CPU thread)
-    python -m captum_cfx.gallery --out /tmp/g --small --only gcd_grid lig_vs_ig
+    python tools/gallery.py                       # writes docs/images/<name>.png (1 CPU thread)
+    python tools/gallery.py --out /tmp/g --small --only gcd_grid lig_vs_ig
 
 Everything runs on CPU with the shipped models and data, with fixed seeds and inputs, so the images are
 the same on every run (up to floating-point differences between machines). The figures:
@@ -14,7 +14,7 @@ the same on every run (up to floating-point differences between machines). The f
   (``captum_cfx.report.append_descriptor_report``);
 - ``descriptor_global``: the global explanation, the mean descriptor change per class transition;
 - ``gcd_grid``: a global counterfactual direction (8 -> 3) from one 8, applied to other 8s at several
-  alphas (:func:`gcd_grid_figure`);
+  alphas (``captum_cfx.visualization.direction_grid``);
 - ``gcd_globality``: the direction's flip rate over 499 held-out 8s vs alpha, with random directions as
   the control (``GlobalityResult.plot``);
 - ``lig_vs_ig``: Latent IG next to Captum's IntegratedGradients and Saliency (:func:`lig_figure`);
@@ -22,6 +22,9 @@ the same on every run (up to floating-point differences between machines). The f
 
 ``--small`` shrinks every data size (for tests: seconds instead of minutes); ``--proxy`` adds the
 paper's black-box proxy mode (5,000 renders, several minutes) to the globality curve.
+
+This is the project's tooling, not part of the installed package: it runs from a source checkout (it reads
+and writes the repository's ``docs/images``).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["FIGURES", "GallerySizes", "gcd_grid_figure", "lig_figure", "main", "make_gallery", "worlds_figure"]
+__all__ = ["FIGURES", "GallerySizes", "lig_figure", "main", "make_gallery", "worlds_figure"]
 
 #: the gallery's figures, in the order they are made (each is written as ``<name>.png``)
 FIGURES = ("explain_grid", "descriptor_bars", "descriptor_global", "gcd_grid", "gcd_globality", "lig_vs_ig",
@@ -80,40 +83,6 @@ class GallerySizes:
 
 
 # ---------------------------------------------------------------------------------------------- figures
-def gcd_grid_figure(gcd: object, model: torch.nn.Module, images: Tensor, alphas: Sequence[float],
-                    classes: tuple[int, int] = (3, 8)) -> Figure:
-    """A fitted direction applied to several images (rows) at several alphas (columns).
-
-    Each panel is titled with the model's probabilities of the two classes of the question.
-
-    Args:
-        gcd: a fitted :class:`~captum_cfx.GlobalCounterfactualDirections`.
-        model: the classifier (logits ``(N, K)``).
-        images: ``(N, 1, H, W)`` grey images in ``[0, 1]``.
-        alphas: the steps, one column each (0 shows the reconstruction).
-        classes: ``(negative, positive)`` classes whose probabilities head each panel.
-    """
-    neg, pos = classes
-    fig, axes = plt.subplots(len(images), len(alphas), figsize=(1.3 * len(alphas), 1.3 * len(images)),
-                             squeeze=False)
-    with torch.no_grad():
-        for j, al in enumerate(alphas):
-            out = gcd.transfer(images, [float(al)])  # type: ignore[attr-defined]
-            probs = torch.softmax(model(out.counterfactuals), 1)
-            for i in range(len(images)):
-                ax = axes[i, j]
-                ax.imshow(out.counterfactuals[i, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                ax.set_title(f"p{neg}={probs[i, neg]:.2f} p{pos}={probs[i, pos]:.2f}", fontsize=5)
-                if i == len(images) - 1:
-                    ax.set_xlabel(f"alpha={al:.2f}", fontsize=6)
-    kind = gcd.direction_kinds_[gcd.best_index_]  # type: ignore[attr-defined]
-    fig.suptitle(f"GCD {kind} from one {pos}, applied to other {pos}s", fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 def lig_figure(inputs: Tensor, baselines: Tensor, labels: Tensor, maps: dict[str, Tensor]) -> Figure:
     """Rows: input, Latent IG baseline image, then one attribution map per method (Captum's visualization).
 
@@ -204,6 +173,7 @@ def _make_gcd(out: Path, sizes: GallerySizes, wanted: set[str], proxy: bool) -> 
     """The 3-vs-8 question of ``benchmarks/global_directions.py``: white-box GCD from test 8 #1."""
     from captum_cfx import GlobalCounterfactualDirections
     from captum_cfx.datasets import load_mnist
+    from captum_cfx.visualization import direction_grid
     from captum_cfx.zoo import load_generator, load_pretrained
 
     clf, oracle, gen = load_pretrained("mnist-classifier"), load_pretrained("mnist-oracle"), load_generator("mnist-vae")
@@ -217,7 +187,7 @@ def _make_gcd(out: Path, sizes: GallerySizes, wanted: set[str], proxy: bool) -> 
     written = []
     if "gcd_grid" in wanted:
         show = eights[[10, 20, 30, 40, 110, 210][: min(6, sizes.rows)]]
-        fig = gcd_grid_figure(gcd, clf, show, [0.0, 0.25 * alpha, 0.5 * alpha, 0.75 * alpha, alpha])
+        fig = direction_grid(gcd, clf, show, [0.0, 0.25 * alpha, 0.5 * alpha, 0.75 * alpha, alpha])
         written.append(_save(fig, out / "gcd_grid.png", 130, sizes))
     if "gcd_globality" in wanted:
         pool = torch.cat([eights[:src], eights[src + 1:]])[: sizes.n_heldout]
@@ -280,7 +250,7 @@ def _make_worlds(out: Path, sizes: GallerySizes) -> list[Path]:
     return [_save(worlds_figure(faces, recs, squares), out / "worlds.png", 80, sizes)]
 
 
-def make_gallery(out: str | Path = DEFAULT_OUT, sizes: GallerySizes | None = None,
+def make_gallery(out: str | Path = DEFAULT_OUT, sizes: GallerySizes | None = None, *,
                  only: Sequence[str] | None = None, proxy: bool = False, verbose: bool = False) -> list[Path]:
     """Write the gallery's PNG files into ``out`` and return their paths.
 
@@ -317,8 +287,8 @@ def make_gallery(out: str | Path = DEFAULT_OUT, sizes: GallerySizes | None = Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m captum_cfx.gallery``: regenerate the gallery images (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m captum_cfx.gallery", description=__doc__.split("\n")[0])
+    """``python tools/gallery.py``: regenerate the gallery images (see the module docstring)."""
+    p = argparse.ArgumentParser(prog="python tools/gallery.py", description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--small", action="store_true", help="tiny data sizes (tests); not the published images")
     p.add_argument("--only", nargs="+", choices=FIGURES, default=None, help="make only these figures")
@@ -327,7 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    paths = make_gallery(a.out, GallerySizes.small() if a.small else GallerySizes(), a.only, a.proxy, verbose=True)
+    paths = make_gallery(a.out, GallerySizes.small() if a.small else GallerySizes(), only=a.only, proxy=a.proxy,
+                         verbose=True)
     print(f"wrote {len(paths)} images to {a.out} in {time.perf_counter() - t0:.1f}s")
     return 0
 
