@@ -2,4 +2,5 @@
 
 - ``python tools/gallery.py``: regenerate every gallery image of the README and the user guide.
 - ``python tools/update_readme.py``: paste a ``captum-cfx compare`` report into the README.
+- ``python tools/make_diffae_golden.py``: record the official Diffusion Autoencoder's outputs for the tests.
 """
