@@ -12,15 +12,6 @@ from captum_cfx.generators import Latent, LatentGenerator
 from tests.conftest import linear_world
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not oversubscribe a shared machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def pixel_distance(images, reference):
     return (images - reference).pow(2).flatten(1).mean(1)
 

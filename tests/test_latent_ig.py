@@ -14,15 +14,6 @@ from captum_cfx.attr import LatentIGOutput
 from tests.conftest import linear_world
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not oversubscribe a shared machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_linear_world_attributions_are_exact():
     """Linear decoder + linear model: the decoded path is straight, every method gives W_t * (x - x_b)."""
     A, W, gen, model = linear_world()
