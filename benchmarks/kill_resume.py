@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,6 +51,13 @@ def _kill_tree(p: subprocess.Popen) -> None:
     p.wait()
 
 
+def _free_port() -> int:
+    """A port no one listens on now: a fixed sequence collides with other runs on a shared machine (EADDRINUSE)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _cmd(nproc: int, port: int, out: Path, a: argparse.Namespace, resume: bool) -> list[str]:
     cli = [sys.executable, "-m", "captum_cfx.cli", "explain", "--data", a.data, "--limit", str(a.n),
            "--shard-size", str(a.shard_size), "--max-steps", str(a.max_steps), "--out", str(out), "--no-progress"]
@@ -67,17 +75,15 @@ def run(a: argparse.Namespace) -> dict:
     work.mkdir(parents=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     rng = random.Random(a.seed)
-    port = 29600 + rng.randrange(300)
 
     t0 = time.perf_counter()
-    subprocess.run(_cmd(1, port, work / "reference", a, False), check=True, env=env, capture_output=True)
+    subprocess.run(_cmd(1, 0, work / "reference", a, False), check=True, env=env, capture_output=True)
     t_ref = time.perf_counter() - t0
 
     kills = []
     out = work / "killed"
     for i in range(a.kills):
-        port += 1
-        p = subprocess.Popen(_cmd(a.nproc, port, out, a, resume=i > 0), env=env, start_new_session=True,
+        p = subprocess.Popen(_cmd(a.nproc, _free_port(), out, a, resume=i > 0), env=env, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         delay = rng.uniform(a.min_delay, a.max_delay)
         try:
@@ -87,9 +93,8 @@ def run(a: argparse.Namespace) -> dict:
             _kill_tree(p)
             done = len(list(out.glob("shard_*.json"))) if out.exists() else 0
             kills.append({"attempt": i, "delay": delay, "killed": True, "shards_done_at_kill": done})
-    port += 1
     t0 = time.perf_counter()
-    final = subprocess.run(_cmd(a.nproc, port, out, a, resume=True), env=env, capture_output=True, text=True)
+    final = subprocess.run(_cmd(a.nproc, _free_port(), out, a, resume=True), env=env, capture_output=True, text=True)
     t_final = time.perf_counter() - t0
     if final.returncode != 0:
         raise SystemExit(f"final resume failed:\n{final.stderr[-3000:]}")
