@@ -388,8 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "captum_cfx.metrics and write compare.md, compare.json and figure grids.")
     size = c.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
-                      help="a smoke of every row: 8 images per data set, slow methods on 2 (under 2 minutes on one "
-                           "thread)")
+                      help="a smoke of every row: 8 images per data set, slow methods on 2 (under a minute of CPU "
+                           "on one thread)")
     size.add_argument("--full", action="store_true",
                       help="1000 images per data set, slow methods on all of them (hours on one thread)")
     c.add_argument("--n", type=int, default=None,

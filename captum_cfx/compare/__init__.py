@@ -8,7 +8,7 @@ generator), runs every row of a :class:`Registry` that applies and whose models 
 ``compare.md`` and one figure grid per task (:mod:`~captum_cfx.compare.report`).
 
 Sizes (:data:`SIZES`; fixed seeds): ``--quick`` = 8 images per data set, slow methods on 2 (a smoke of every
-row, under 2 minutes on one CPU thread); the default = 100 images per data set, slow methods on the first 8
+row, under a minute of CPU on one thread); the default = 100 images per data set, slow methods on the first 8
 (the README's tables); ``--full`` = 1,000 images, slow methods on all of them.
 
 - ``mnist``: class-interleaved embedded MNIST test digits; ``mnist-classifier``; target = label + 1 (mod 10);

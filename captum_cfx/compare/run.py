@@ -58,8 +58,8 @@ class RunSize:
         return "captum-cfx compare" + opt + (f" --n {self.n}" if self.n != preset.n else "")
 
 
-#: ``quick``: a smoke of every row (8 images per data set, slow methods on 2; well under 2 minutes on one
-#: CPU thread); ``default``: the README's tables (100 images, slow methods on 8); ``full``: 1,000 images,
+#: ``quick``: a smoke of every row (8 images per data set, slow methods on 2; under a minute of CPU on one
+#: thread); ``default``: the README's tables (100 images, slow methods on 8); ``full``: 1,000 images,
 #: slow methods on all of them (hours on one CPU thread: the diffusion rows take seconds per image)
 SIZES: dict[str, RunSize] = {
     "quick": RunSize("quick", 8, 2),
