@@ -29,10 +29,12 @@ from captum.robust import PGD
 
 import captum_cfx
 from captum_cfx import LatentCounterfactualAttack
-from captum_cfx.attr.latent_attack import DEFAULTS
+from captum_cfx.attr.latent_attack import LatentAttackConfig
 from captum_cfx.datasets import load_mnist
 from captum_cfx.metrics import domain_fid, knn_distance, mnist_features, oracle_agreement, proximity
 from captum_cfx.zoo import load_generator, load_pretrained
+
+CFG = LatentAttackConfig()  # the documented default configuration
 
 
 def sync(device: torch.device) -> None:
@@ -173,8 +175,8 @@ def main() -> None:
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda"
         else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "default_configuration": {"objective": f"LogitMargin({DEFAULTS['margin']})", "optimizer": DEFAULTS["optimizer"],
-                                  "lr": DEFAULTS["lr"], "max_steps": DEFAULTS["max_steps"]},
+        "default_configuration": {"objective": f"LogitMargin({CFG.margin})", "optimizer": CFG.optimizer,
+                                  "lr": CFG.ADAM_LR, "max_steps": CFG.max_steps},
         "real_test_digits_knn5_median": real_knn,
         "methods": rows,
         "speedup_batched_vs_per_image": (len(x) / ta) / (nb / tb),

@@ -7,8 +7,10 @@ from captum_cfx.attr import (
     DiffusionPixelCounterfactual,
     GlobalCounterfactualDirections,
     InterFaceGANEdit,
+    LatentAttackConfig,
     LatentCounterfactualAttack,
     LatentIntegratedGradients,
+    PixelCounterfactualConfig,
 )
 from captum_cfx.descriptors import LatentProbes, Morphometry
 from captum_cfx.generators import (
@@ -55,7 +57,9 @@ __all__ = [
     "GANGenerator",
     "Latent",
     "LatentAdam",
+    "LatentAttackConfig",
     "LatentCounterfactualAttack",
+    "PixelCounterfactualConfig",
     "LatentGenerator",
     "LatentOptimizer",
     "LogitMargin",

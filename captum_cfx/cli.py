@@ -348,7 +348,7 @@ def cmd_convert(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from captum_cfx.attr.latent_attack import DEFAULTS
+    from captum_cfx.attr.latent_attack import LatentAttackConfig
 
     p = argparse.ArgumentParser(prog="captum-cfx", description="Counterfactual explanations for Captum users.")
     p.add_argument("--version", action="version", version=f"captum-cfx {captum_cfx.__version__}")
@@ -365,8 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="module:factory, a diffusers model folder, a zoo name, or vae / gan / diffae "
                         "(default: mnist-vae; "
                         "descriptor bars are skipped for the GAN, whose encoder is an optimisation)")
-    e.add_argument("--margin", type=float, default=DEFAULTS["margin"], help="logit margin of the objective")
-    e.add_argument("--max-steps", type=int, default=DEFAULTS["max_steps"], help="step limit per digit")
+    e.add_argument("--margin", type=float, default=LatentAttackConfig.margin, help="logit margin of the objective")
+    e.add_argument("--max-steps", type=int, default=LatentAttackConfig.max_steps, help="step limit per digit")
     e.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the random targets")
     e.add_argument("--out", default="cfx-report", help="report folder (default ./cfx-report)")
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")

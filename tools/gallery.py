@@ -133,7 +133,7 @@ def _save(fig: Figure, path: Path, dpi: int, sizes: GallerySizes) -> Path:
 def _make_explain(out: Path, sizes: GallerySizes, wanted: set[str]) -> list[Path]:
     """``captum-cfx explain`` with its defaults (class-interleaved test digits, seeded random targets)."""
     from captum_cfx import CounterfactualDescriptorAttribution, LatentCounterfactualAttack
-    from captum_cfx.attr.latent_attack import DEFAULTS
+    from captum_cfx.attr.latent_attack import LatentAttackConfig
     from captum_cfx.cli import choose_targets, select_digits
     from captum_cfx.datasets import load_mnist
     from captum_cfx.descriptors import Morphometry
@@ -143,8 +143,8 @@ def _make_explain(out: Path, sizes: GallerySizes, wanted: set[str]) -> list[Path
     model, gen = load_pretrained("mnist-classifier"), load_generator("mnist-vae")
     x, y = select_digits(sizes.n_explain)
     targets = choose_targets(y, "random", 0)
-    res = LatentCounterfactualAttack(model, gen).generate(x, target=targets, margin=DEFAULTS["margin"],
-                                                          max_steps=DEFAULTS["max_steps"])
+    res = LatentCounterfactualAttack(model, gen).generate(x, target=targets, margin=LatentAttackConfig.margin,
+                                                          max_steps=LatentAttackConfig.max_steps)
     written = []
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)

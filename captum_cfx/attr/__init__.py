@@ -10,7 +10,11 @@ from captum_cfx.attr.descriptor import (
     DescriptorAttributionOutput,
     GlobalDescriptorAttribution,
 )
-from captum_cfx.attr.diffusion_pixel import DiffusionPixelCounterfactual, PixelCounterfactualOutput
+from captum_cfx.attr.diffusion_pixel import (
+    DiffusionPixelCounterfactual,
+    PixelCounterfactualConfig,
+    PixelCounterfactualOutput,
+)
 from captum_cfx.attr.global_directions import (
     GlobalCounterfactualDirections,
     GlobalityResult,
@@ -18,7 +22,7 @@ from captum_cfx.attr.global_directions import (
     TransferOutput,
 )
 from captum_cfx.attr.interfacegan import InterFaceGANEdit, interfacegan_step
-from captum_cfx.attr.latent_attack import LatentCounterfactualAttack
+from captum_cfx.attr.latent_attack import LatentAttackConfig, LatentCounterfactualAttack
 from captum_cfx.attr.latent_ig import LatentIGOutput, LatentIntegratedGradients
 from captum_cfx.attr.output import CounterfactualOutput
 
@@ -33,7 +37,9 @@ __all__ = [
     "interfacegan_step",
     "CounterfactualOutput",
     "DiffusionPixelCounterfactual",
+    "PixelCounterfactualConfig",
     "PixelCounterfactualOutput",
+    "LatentAttackConfig",
     "LatentCounterfactualAttack",
     "GlobalCounterfactualDirections",
     "GlobalityResult",

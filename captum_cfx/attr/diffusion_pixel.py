@@ -39,26 +39,58 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from torch import Tensor
 
+from captum_cfx._config import Config, Interval, Options, Satisfies
 from captum_cfx._search import ActiveSet, Step, rows_finite
 from captum_cfx._utils import index_args
-from captum_cfx._validation import check_positive
 from captum_cfx.attr._base import CounterfactualMethod, Inputs
 from captum_cfx.generators.ddim import DDIMGenerator, DDIMSampler, _from_model, _to_model
 from captum_cfx.objectives import LogitMargin, Objective, get_objective
 
-__all__ = ["DiffusionPixelCounterfactual", "PixelCounterfactualOutput"]
+__all__ = ["DiffusionPixelCounterfactual", "PixelCounterfactualConfig", "PixelCounterfactualOutput"]
 
-#: The reference settings (DESIGN §1.4, after ACE / AC-RE), for images in ``[0, 1]``.
-DEFAULTS: dict[str, Any] = {"step_size": 1 / 255, "step_rule": "sign", "max_steps": 200, "noise_level": 0.2,
-                            "filter_steps": 5, "mask_threshold": 0.1, "dilation": 3, "mask_from": "filtered",
-                            "noise": "fixed", "stop_on": "counterfactual", "inpaint_trials": 1}
+@dataclass(frozen=True)
+class PixelCounterfactualConfig(Config):
+    """The pixel method's settings, validated once; the defaults are the reference settings (DESIGN §1.4,
+    after ACE / AC-RE) for images in ``[0, 1]``. The fields mean what the arguments of
+    :meth:`DiffusionPixelCounterfactual.generate` of the same names mean."""
+
+    margin: float = 0.0
+    step_size: float = 1 / 255
+    step_rule: str = "sign"
+    max_steps: int = 200
+    noise_level: float = 0.2
+    filter_steps: int = 5
+    mask_threshold: float = 0.1
+    dilation: int = 3
+    mask_from: str = "filtered"
+    noise: str = "fixed"
+    stop_on: str = "counterfactual"
+    inpaint_trials: int = 1
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "margin": [Interval(float, 0, None)],
+        "step_size": [Interval(float, 0, None, low_open=True)],
+        "step_rule": [Options("sign", "scaled")],
+        "max_steps": [Interval(int, 0, None)],
+        "noise_level": [Interval(float, 0, 1, low_open=True)],
+        "filter_steps": [Interval(int, 1, None)],
+        "mask_threshold": [Interval(float, 0, None)],
+        "dilation": [Satisfies(int, "an odd positive int", lambda v: v >= 1 and v % 2 == 1)],
+        "mask_from": [Options("filtered", "adversarial")],
+        "noise": [Options("fixed", "fresh")],
+        "stop_on": [Options("counterfactual", "filtered")],
+        "inpaint_trials": [Interval(int, 1, None)],
+    }
+
+
+_DEFAULT = PixelCounterfactualConfig()
 
 
 @dataclass
@@ -192,18 +224,18 @@ class DiffusionPixelCounterfactual(CounterfactualMethod):
         additional_forward_args: Any = None,
         *,
         objective: Objective | str | None = None,
-        margin: float = 0.0,
-        step_size: float = DEFAULTS["step_size"],
-        step_rule: str = DEFAULTS["step_rule"],
-        max_steps: int = DEFAULTS["max_steps"],
-        noise_level: float = DEFAULTS["noise_level"],
-        filter_steps: int = DEFAULTS["filter_steps"],
-        mask_threshold: float = DEFAULTS["mask_threshold"],
-        dilation: int = DEFAULTS["dilation"],
-        mask_from: str = DEFAULTS["mask_from"],
-        noise: str = DEFAULTS["noise"],
-        stop_on: str = DEFAULTS["stop_on"],
-        inpaint_trials: int = DEFAULTS["inpaint_trials"],
+        margin: float = _DEFAULT.margin,
+        step_size: float = _DEFAULT.step_size,
+        step_rule: str = _DEFAULT.step_rule,
+        max_steps: int = _DEFAULT.max_steps,
+        noise_level: float = _DEFAULT.noise_level,
+        filter_steps: int = _DEFAULT.filter_steps,
+        mask_threshold: float = _DEFAULT.mask_threshold,
+        dilation: int = _DEFAULT.dilation,
+        mask_from: str = _DEFAULT.mask_from,
+        noise: str = _DEFAULT.noise,
+        stop_on: str = _DEFAULT.stop_on,
+        inpaint_trials: int = _DEFAULT.inpaint_trials,
         internal_batch_size: int | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
@@ -248,32 +280,17 @@ class DiffusionPixelCounterfactual(CounterfactualMethod):
         Returns:
             :class:`PixelCounterfactualOutput`.
         """
-        obj = get_objective(objective) if objective is not None else LogitMargin(margin)
-        check_positive(step_size, "step_size")
-        check_positive(max_steps, "max_steps", integer=True, allow_zero=True)
-        check_positive(filter_steps, "filter_steps", integer=True)
-        check_positive(mask_threshold, "mask_threshold", allow_zero=True)
-        check_positive(inpaint_trials, "inpaint_trials", integer=True)
-        if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)) or not 0 < noise_level <= 1:
-            raise ValueError(f"`noise_level` must be a number in (0, 1]; got {noise_level!r}")
-        if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1 or dilation % 2 == 0:
-            raise ValueError(f"`dilation` must be an odd positive int; got {dilation!r}")
-        if step_rule not in ("sign", "scaled"):
-            raise ValueError(f"`step_rule` must be 'sign' or 'scaled'; got {step_rule!r}")
-        if mask_from not in ("filtered", "adversarial"):
-            raise ValueError(f"`mask_from` must be 'filtered' or 'adversarial'; got {mask_from!r}")
-        if stop_on not in ("counterfactual", "filtered"):
-            raise ValueError(f"`stop_on` must be 'counterfactual' or 'filtered'; got {stop_on!r}")
-        if noise not in ("fixed", "fresh"):
-            raise ValueError(f"`noise` must be 'fixed' or 'fresh'; got {noise!r}")
+        cfg = PixelCounterfactualConfig(
+            margin=margin, step_size=step_size, step_rule=step_rule, max_steps=max_steps, noise_level=noise_level,
+            filter_steps=filter_steps, mask_threshold=mask_threshold, dilation=dilation, mask_from=mask_from,
+            noise=noise, stop_on=stop_on, inpaint_trials=inpaint_trials)
+        obj = get_objective(objective) if objective is not None else LogitMargin(cfg.margin)
         batch = self._prepare(inputs, target, additional_forward_args, obj)
         base = self.generator.sampler
         sampler = DDIMSampler(base.unet, base.scheduler, filter_steps, float(noise_level), base.checkpoint,
                               base.autocast)
-        settings = {"step_size": float(step_size), "step_rule": step_rule, "max_steps": max_steps,
-                    "mask_threshold": float(mask_threshold), "dilation": dilation, "mask_from": mask_from,
-                    "noise": noise, "stop_on": stop_on, "inpaint_trials": inpaint_trials, "rng": generator,
-                    "progress": progress}
+        settings = {**cfg.to_dict(), "step_size": float(step_size), "mask_threshold": float(mask_threshold),
+                    "rng": generator, "progress": progress}
         return PixelCounterfactualOutput.cat(self._per_chunk(
             batch, internal_batch_size, lambda chunk: self._search_chunk(chunk, obj, sampler, settings)))
 

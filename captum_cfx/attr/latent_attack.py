@@ -21,23 +21,61 @@ How this implementation differs from the reference code (one image at a time, in
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from torch import Tensor
 
+from captum_cfx._config import Config, Interval, Options, Satisfies
 from captum_cfx._search import ActiveSet, Step, rows_finite
-from captum_cfx._validation import check_decoded, check_positive
+from captum_cfx._validation import check_decoded
 from captum_cfx.attr._base import CounterfactualMethod, Inputs
 from captum_cfx.attr.output import CounterfactualOutput
 from captum_cfx.objectives import LogitMargin, Objective, get_objective
 from captum_cfx.optim import LatentOptimizer, get_optimizer
 
-__all__ = ["LatentCounterfactualAttack"]
+__all__ = ["LatentAttackConfig", "LatentCounterfactualAttack"]
 
-#: The documented default configuration (benchmarked in ``benchmarks/latent_attack.py``).
-DEFAULTS: dict[str, Any] = {"margin": 6.25, "optimizer": "adam", "lr": 0.3, "max_steps": 500}
+
+@dataclass(frozen=True)
+class LatentAttackConfig(Config):
+    """The latent attack's settings, validated once; the defaults are the documented configuration
+    (benchmarked in ``benchmarks/latent_attack.py``) that the CLI and the benchmarks read. The fields mean
+    what the arguments of :meth:`LatentCounterfactualAttack.generate` of the same names mean; ``lr=None``
+    takes :attr:`ADAM_LR` for Adam and the optimiser's own default otherwise."""
+
+    margin: float = 6.25
+    optimizer: Any = "adam"
+    lr: float | None = None
+    max_steps: int = 500
+    source: str = "input"
+    start: str = "mean"
+    distance_penalty: float = 0.0
+    radius: float | None = None
+    skip_zero_grad: bool = False
+
+    #: Adam's step size when ``lr`` is ``None``
+    ADAM_LR: ClassVar[float] = 0.3
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "margin": [Interval(float, 0, None)],
+        "optimizer": [Options("adam", "l2", "sign"), Satisfies(LatentOptimizer, "a LatentOptimizer")],
+        "lr": [Interval(float, 0, None, low_open=True), None],
+        "max_steps": [Interval(int, 0, None)],
+        "source": [Options("input", "reconstruction")],
+        "start": [Options("mean", "sample")],
+        "distance_penalty": [Interval(float, 0, None)],
+        "radius": [Interval(float, 0, None, low_open=True), None],
+        "skip_zero_grad": [Satisfies(bool, "a bool")],
+    }
+
+    def make_optimizer(self) -> LatentOptimizer:
+        """The optimiser these settings name (Adam at :attr:`ADAM_LR` unless ``lr`` is given)."""
+        return get_optimizer(self.optimizer, self.ADAM_LR if self.lr is None and self.optimizer == "adam" else self.lr)
+
+
+_DEFAULT = LatentAttackConfig()
 
 
 class LatentCounterfactualAttack(CounterfactualMethod):
@@ -91,14 +129,14 @@ class LatentCounterfactualAttack(CounterfactualMethod):
         *,
         objective: Objective | str | None = None,
         margin: float | None = None,
-        optimizer: LatentOptimizer | str = DEFAULTS["optimizer"],
-        lr: float | None = None,
-        max_steps: int = DEFAULTS["max_steps"],
-        source: str = "input",
-        start: str = "mean",
-        distance_penalty: float = 0.0,
-        radius: float | None = None,
-        skip_zero_grad: bool = False,
+        optimizer: LatentOptimizer | str = _DEFAULT.optimizer,
+        lr: float | None = _DEFAULT.lr,
+        max_steps: int = _DEFAULT.max_steps,
+        source: str = _DEFAULT.source,
+        start: str = _DEFAULT.start,
+        distance_penalty: float = _DEFAULT.distance_penalty,
+        radius: float | None = _DEFAULT.radius,
+        skip_zero_grad: bool = _DEFAULT.skip_zero_grad,
         internal_batch_size: int | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
@@ -135,39 +173,33 @@ class LatentCounterfactualAttack(CounterfactualMethod):
         Returns:
             :class:`~captum_cfx.CounterfactualOutput`.
         """
-        obj = get_objective(objective) if objective is not None else LogitMargin(
-            DEFAULTS["margin"] if margin is None else margin)
-        opt = get_optimizer(optimizer, DEFAULTS["lr"] if lr is None and optimizer == "adam" else lr)
-        check_positive(max_steps, "max_steps", integer=True, allow_zero=True)
-        check_positive(distance_penalty, "distance_penalty", allow_zero=True)
-        if radius is not None:
-            check_positive(radius, "radius")
-        if source not in ("input", "reconstruction"):
-            raise ValueError(f"`source` must be 'input' or 'reconstruction'; got {source!r}")
-        if start not in ("mean", "sample"):
-            raise ValueError(f"`start` must be 'mean' or 'sample'; got {start!r}")
+        cfg = LatentAttackConfig(
+            margin=_DEFAULT.margin if margin is None else margin, optimizer=optimizer, lr=lr, max_steps=max_steps,
+            source=source, start=start, distance_penalty=distance_penalty, radius=radius,
+            skip_zero_grad=skip_zero_grad)
+        obj = get_objective(objective) if objective is not None else LogitMargin(cfg.margin)
+        opt = cfg.make_optimizer()
         if start == "sample" and not hasattr(self.generator, "encode_sample"):
             raise ValueError(f"`start='sample'` needs a generator with `encode_sample`; "
                              f"{type(self.generator).__name__} has none")
         batch = self._prepare(inputs, target, additional_forward_args, obj)
-        settings = {"max_steps": max_steps, "source": source, "start": start, "penalty": float(distance_penalty),
-                    "radius": radius, "skip_zero_grad": skip_zero_grad, "rng": generator, "progress": progress}
         return CounterfactualOutput.cat(self._per_chunk(
-            batch, internal_batch_size, lambda chunk: self._search_chunk(chunk, obj, opt, settings)))
+            batch, internal_batch_size, lambda chunk: self._search_chunk(chunk, obj, opt, cfg, generator, progress)))
 
     # ------------------------------------------------------------------ the search
-    def _start(self, b: Inputs, obj: Objective, s: dict[str, Any]) -> tuple[Any, ...]:
+    def _start(self, b: Inputs, obj: Objective, cfg: LatentAttackConfig,
+               rng: torch.Generator | None) -> tuple[Any, ...]:
         """Encode the chunk: ``(latent0, reconstructions, source predictions, goals, starting z)``."""
         gen = self.generator
         with torch.no_grad():
             latent0 = gen.encode(b.x).detach()
             recon = check_decoded(gen.decode(latent0), b.x).detach()
-            src = recon if s["source"] == "reconstruction" else b.x
+            src = recon if cfg.source == "reconstruction" else b.x
             src_pred = self._model(src, b.others, b.extra).detach()
         goal = obj.prepare(src_pred, b.target)
-        if s["start"] == "sample":
+        if cfg.start == "sample":
             with torch.no_grad():
-                z = gen.encode_sample(b.x, generator=s["rng"]).free.detach().clone()  # type: ignore[attr-defined]
+                z = gen.encode_sample(b.x, generator=rng).free.detach().clone()  # type: ignore[attr-defined]
         else:
             z = latent0.free.detach().clone()
         return latent0, recon, src_pred, goal, z
@@ -206,17 +238,18 @@ class LatentCounterfactualAttack(CounterfactualMethod):
             z = a.vars["z0"] + d * (radius / nrm).clamp(max=1.0).view(-1, *([1] * (d.dim() - 1)))
         a.vars["z"] = z
 
-    def _search_chunk(self, b: Inputs, obj: Objective, opt: LatentOptimizer, s: dict[str, Any]) -> CounterfactualOutput:
+    def _search_chunk(self, b: Inputs, obj: Objective, opt: LatentOptimizer, cfg: LatentAttackConfig,
+                      rng: torch.Generator | None, progress: bool) -> CounterfactualOutput:
         t_start = time.perf_counter()
-        latent0, recon, src_pred, goal, z = self._start(b, obj, s)
+        latent0, recon, src_pred, goal, z = self._start(b, obj, cfg, rng)
         a = ActiveSet(len(b), b.x.device,
                       vars={"z": z, "z0": latent0.free, "goal": goal, "latent": latent0, "others": b.others,
                             "extra": b.extra},
                       results={"z": z.clone(), "x": recon.clone(), "pred": torch.zeros_like(src_pred)},
                       state=opt.init_state(z))
-        a.run(lambda a, last: self._step(a, last, obj, s["penalty"]),
-              lambda a, grad: self._update(a, grad, opt, s["radius"]),
-              s["max_steps"], zero_grad_stops=s["skip_zero_grad"], progress=s["progress"], desc="latent attack")
+        a.run(lambda a, last: self._step(a, last, obj, float(cfg.distance_penalty)),
+              lambda a, grad: self._update(a, grad, opt, cfg.radius),
+              cfg.max_steps, zero_grad_stops=cfg.skip_zero_grad, progress=progress, desc="latent attack")
         return CounterfactualOutput(
             counterfactuals=a.results["x"],
             latents=latent0.replace(a.results["z"]),

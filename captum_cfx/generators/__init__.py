@@ -5,7 +5,7 @@ from captum_cfx.generators.base import Latent, LatentGenerator
 from captum_cfx.generators.ddim import DDIMGenerator
 from captum_cfx.generators.diffae import DiffusionAutoencoder, SemanticEncoder
 from captum_cfx.generators.diffusers_vae import DiffusersVAEGenerator
-from captum_cfx.generators.gan import GANGenerator, ProjectionOutput
+from captum_cfx.generators.gan import GANGenerator, GANInversionConfig, ProjectionOutput
 
 __all__ = [
     "AutoencoderGenerator",
@@ -13,6 +13,7 @@ __all__ = [
     "DiffusersVAEGenerator",
     "DiffusionAutoencoder",
     "GANGenerator",
+    "GANInversionConfig",
     "Latent",
     "LatentGenerator",
     "OfficialDiffusionAutoencoder",

@@ -8,19 +8,20 @@ import math
 import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from captum_cfx._config import Config, Interval, Options, Satisfies
 from captum_cfx._search import ActiveSet, Step
 from captum_cfx._utils import eval_mode
 from captum_cfx._validation import check_positive
 from captum_cfx.generators.base import Latent, LatentGenerator
 from captum_cfx.optim import LatentAdam
 
-__all__ = ["GANGenerator", "ProjectionOutput"]
+__all__ = ["GANGenerator", "GANInversionConfig", "ProjectionOutput"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,52 @@ class _Nets:
     features: Callable[[Tensor], Tensor] | None
 
 
+@dataclass(frozen=True)
+class GANInversionConfig(Config):
+    """The settings of :meth:`GANGenerator.project` (batched optimisation-based inversion), validated once;
+    the fields mean what :class:`GANGenerator`'s arguments of the same names mean, and the defaults are its
+    defaults."""
+
+    feature_weight: float = 0.3
+    pixel_weight: float = 1.0
+    num_starts: int = 16
+    steps: int = 150
+    lr: float = 0.1
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"
+    truncation: float = 0.7
+    tol: float = 1e-3
+    patience: int = 25
+    error_threshold: float | None = None
+    n_mean_samples: int = 4096
+    seed: int = 0
+    fuse: bool = True
+    chunk_size: int | None = None
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "feature_weight": [Interval(float, 0, None)],
+        "pixel_weight": [Interval(float, 0, None)],
+        "num_starts": [Interval(int, 0, None, low_open=True)],
+        "steps": [Interval(int, 0, None)],
+        "lr": [Interval(float, 0, None, low_open=True)],
+        "optimizer": [Options("adam", "adamw")],
+        "weight_decay": [Interval(float, 0, None)],
+        "lr_schedule": [Options("cosine", "constant")],
+        "truncation": [Interval(float, 0, None)],
+        "tol": [Interval(float, 0, None)],
+        "patience": [Interval(int, 0, None, low_open=True)],
+        "error_threshold": [Interval(float, 0, None, low_open=True), None],
+        "n_mean_samples": [Interval(int, 0, None, low_open=True)],
+        "seed": [Satisfies(int, "an int")],
+        "fuse": [Satisfies(bool, "a bool")],
+        "chunk_size": [Interval(int, 0, None, low_open=True), None],
+    }
+
+
+_INVERSION = GANInversionConfig()
+
+
 class GANGenerator(LatentGenerator):
     """Wrap a GAN generator ``G(z)`` (optionally with a mapping network ``z -> w``) as a latent space.
 
@@ -230,29 +277,30 @@ class GANGenerator(LatentGenerator):
         self,
         generator: nn.Module,
         mapping: nn.Module | None = None,
+        *,
         latent_space: str | None = None,
         z_dim: int | None = None,
         noise_shapes: Mapping[str, tuple[int, ...]] | None = None,
         input_range: tuple[float, float] | None = (0.0, 1.0),
         image_shape: tuple[int, int, int] | None = None,
         feature_network: Callable[[Tensor], Tensor] | str | None = "auto",
-        feature_weight: float = 0.3,
-        pixel_weight: float = 1.0,
-        num_starts: int = 16,
-        steps: int = 150,
-        lr: float = 0.1,
-        optimizer: str = "adam",
-        weight_decay: float = 0.0,
-        lr_schedule: str = "cosine",
-        truncation: float = 0.7,
-        tol: float = 1e-3,
-        patience: int = 25,
-        error_threshold: float | None = None,
-        n_mean_samples: int = 4096,
+        feature_weight: float = _INVERSION.feature_weight,
+        pixel_weight: float = _INVERSION.pixel_weight,
+        num_starts: int = _INVERSION.num_starts,
+        steps: int = _INVERSION.steps,
+        lr: float = _INVERSION.lr,
+        optimizer: str = _INVERSION.optimizer,
+        weight_decay: float = _INVERSION.weight_decay,
+        lr_schedule: str = _INVERSION.lr_schedule,
+        truncation: float = _INVERSION.truncation,
+        tol: float = _INVERSION.tol,
+        patience: int = _INVERSION.patience,
+        error_threshold: float | None = _INVERSION.error_threshold,
+        n_mean_samples: int = _INVERSION.n_mean_samples,
         normalize: bool = True,
-        seed: int = 0,
-        fuse: bool = True,
-        chunk_size: int | None = None,
+        seed: int = _INVERSION.seed,
+        fuse: bool = _INVERSION.fuse,
+        chunk_size: int | None = _INVERSION.chunk_size,
     ) -> None:
         super().__init__(input_range, image_shape)
         if not callable(generator):
@@ -278,30 +326,19 @@ class GANGenerator(LatentGenerator):
             raise ValueError(f"`z_dim` must be a positive int (or `generator.z_dim` must exist); got {z_dim!r}")
         self.z_dim = z_dim
         self.noise_shapes = {str(k): tuple(int(s) for s in v) for k, v in (noise_shapes or {}).items()}
-        for name, value in (("feature_weight", feature_weight), ("pixel_weight", pixel_weight), ("lr", lr),
-                            ("truncation", truncation),
-                            ("tol", tol), ("weight_decay", weight_decay)):
-            check_positive(value, name, allow_zero=name not in ("lr",))
-        for name, value in (("num_starts", num_starts), ("patience", patience), ("n_mean_samples", n_mean_samples)):
-            check_positive(value, name, integer=True)
-        check_positive(steps, "steps", integer=True, allow_zero=True)
-        if error_threshold is not None:
-            check_positive(error_threshold, "error_threshold")
-        if optimizer not in ("adam", "adamw"):
-            raise ValueError(f"`optimizer` must be 'adam' or 'adamw'; got {optimizer!r}")
-        if lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"`lr_schedule` must be 'cosine' or 'constant'; got {lr_schedule!r}")
+        #: the inversion settings as given, validated (:class:`GANInversionConfig`)
+        self.inversion_config = cfg = GANInversionConfig(
+            feature_weight=feature_weight, pixel_weight=pixel_weight, num_starts=num_starts, steps=steps, lr=lr,
+            optimizer=optimizer, weight_decay=weight_decay, lr_schedule=lr_schedule, truncation=truncation, tol=tol,
+            patience=patience, error_threshold=error_threshold, n_mean_samples=n_mean_samples, seed=seed, fuse=fuse,
+            chunk_size=chunk_size)
+        if not isinstance(normalize, bool):
+            raise TypeError(f"`normalize` must be a bool; got {type(normalize).__name__}")
         self.lr_schedule = lr_schedule
         self.feature_weight, self.num_starts, self.steps, self.lr = float(feature_weight), num_starts, steps, lr
         self.optimizer, self.weight_decay, self.truncation = optimizer, float(weight_decay), float(truncation)
         self.tol, self.patience, self.error_threshold, self.seed = float(tol), patience, error_threshold, seed
-        if not isinstance(normalize, bool):
-            raise TypeError(f"`normalize` must be a bool; got {type(normalize).__name__}")
-        if not isinstance(fuse, bool):
-            raise TypeError(f"`fuse` must be a bool; got {type(fuse).__name__}")
-        if chunk_size is not None:
-            check_positive(chunk_size, "chunk_size", integer=True)
-        self.fuse, self.chunk_size = fuse, chunk_size
+        self.fuse, self.chunk_size = cfg.fuse, cfg.chunk_size
         self._fused_cache: tuple[tuple, _Nets] | None = None
         self.normalize = normalize and latent_space == "w"
 
