@@ -563,3 +563,29 @@ def test_lig_flags_a_nonfinite_sample_and_completes_the_rest_bit_identically(met
     with pytest.warns(UserWarning, match="NaN/Inf"):
         maps = lig.attribute(x, target=1, method=method, additional_forward_args=(flag,))
     assert torch.isfinite(maps).all() and torch.equal(maps[keep], clean.attributions[keep])
+
+
+def test_gcd_transfer_flags_a_nonfinite_image_and_completes_the_rest():
+    from captum_cfx import GlobalCounterfactualDirections
+
+    from .conftest import linear_world
+
+    A, W, gen, model = linear_world()
+
+    def flagged(images, flag):
+        out = model(images)
+        return torch.where(flag[:, None], torch.full_like(out, float("inf")), out)
+
+    gcd = GlobalCounterfactualDirections(flagged, gen, classes=(0, 1), n_hessian=0, alpha_max=6.0, n_alphas=24,
+                                         distance=lambda a, b: (a - b).pow(2).flatten(1).mean(1))
+    w = (W[1] - W[0]) @ A
+    gcd.fit((0.5 * w / w.norm() @ A.T).view(1, 1, 2, 2), additional_forward_args=torch.zeros(1, dtype=torch.bool))
+    imgs = (torch.stack([0.8 * w / w.norm(), -0.9 * w / w.norm(), 1.5 * w / w.norm()]) @ A.T).view(3, 1, 2, 2)
+    clean = gcd.transfer(imgs, additional_forward_args=torch.zeros(3, dtype=torch.bool))
+    flag = torch.tensor([False, True, False])
+    with pytest.warns(UserWarning, match=r"1 of 3 images gave NaN/Inf"):
+        out = gcd.transfer(imgs, additional_forward_args=flag)
+    assert out.nonfinite.tolist() == flag.tolist() and not clean.nonfinite.any() and clean.success.all()
+    assert out.success.tolist() == [True, False, True] and not out.flips[1].any()
+    for f in ("counterfactuals", "alphas", "classes"):
+        assert torch.equal(getattr(out, f)[[0, 2]], getattr(clean, f)[[0, 2]])

@@ -109,6 +109,8 @@ class TransferOutput:
         original_classes / classes: the decision (class index) before and after, ``(N,)``.
         flips: bool ``(N, A)``: the decision at every alpha of the grid differs from the original.
         grid: the alphas tried, ``(A,)``.
+        nonfinite: bool ``(N,)``: the model gave NaN/Inf for this image (its reconstruction or a step of the
+            grid); it is counted as no success, and the other images are computed as without it.
     """
 
     counterfactuals: Tensor
@@ -120,6 +122,7 @@ class TransferOutput:
     classes: Tensor
     flips: Tensor
     grid: Tensor
+    nonfinite: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
 
 
 @dataclass
@@ -578,7 +581,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         decision of the question and with the strict 10-way argmax (``None`` without classes).
         """
         n, a = x.shape[0], grid.numel()
-        recs, cfs, used, succ, signs, c0s, c1s, flips_all = [], [], [], [], [], [], [], []
+        recs, cfs, used, succ, signs, c0s, c1s, flips_all, bad = [], [], [], [], [], [], [], [], []
         agree: list[Tensor] = []
         strict: list[Tensor] = []
         with eval_mode(self.forward_func, self.generator, oracle), torch.no_grad():
@@ -588,7 +591,8 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                 eb = index_args(extra, n, sl)
                 lat = self.generator.encode(xb)
                 rec = self.generator.decode(lat)
-                pos0 = self._score(rec, eb) > 0
+                score0 = self._score(rec, eb)
+                pos0 = score0 > 0
                 src_pos = self.source_sign_ > 0
                 if tgt is None:
                     sign = torch.where(pos0 == src_pos, 1.0, -1.0)
@@ -602,8 +606,10 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                 img = self.generator.decode(lat_rep.replace(zs.reshape(m * a, *lat.free.shape[1:])))
                 e_rep = tuple(t.repeat_interleave(a, 0) if isinstance(t, Tensor) and t.dim() and t.shape[0] == m
                               else t for t in eb)
-                pos = (self._score(img, e_rep) > 0).reshape(m, a)
-                flips = pos != pos0[:, None]
+                score = self._score(img, e_rep).reshape(m, a)
+                nonfinite = ~torch.isfinite(score0) | ~torch.isfinite(score).all(1)  # flagged per image
+                pos = score > 0
+                flips = (pos != pos0[:, None]) & ~nonfinite[:, None]
                 ok = flips.any(1)
                 first = torch.where(ok, flips.float().argmax(1), torch.full_like(ok, a - 1, dtype=torch.long))
                 imgs = img.reshape(m, a, *img.shape[1:])
@@ -615,6 +621,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                 c0s.append(self._class_of(pos0))
                 c1s.append(self._class_of(pos[torch.arange(m, device=x.device), first]))
                 flips_all.append(flips)
+                bad.append(nonfinite)
                 if oracle is not None:
                     o = oracle(img)
                     new_cls = self._class_of(~pos0).repeat_interleave(a)  # after a flip: the other class
@@ -625,7 +632,10 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                         agree.append((torch.where(o[:, p] > o[:, neg], p, neg) == new_cls).reshape(m, a))
                         strict.append((o.argmax(1) == new_cls).reshape(m, a))
         out = TransferOutput(torch.cat(cfs), torch.cat(recs), torch.cat(used), torch.cat(succ), torch.cat(signs),
-                             torch.cat(c0s), torch.cat(c1s), torch.cat(flips_all), grid)
+                             torch.cat(c0s), torch.cat(c1s), torch.cat(flips_all), grid, torch.cat(bad))
+        if bool(out.nonfinite.any()):
+            warnings.warn(f"{int(out.nonfinite.sum())} of {n} images gave NaN/Inf model outputs; they count as not "
+                          "flipped (see TransferOutput.nonfinite)", stacklevel=3)
         if oracle is None:
             return out, None, None
         nflip = out.flips.float().sum(0).clamp_min(1)
