@@ -7,6 +7,7 @@ import importlib
 import os
 import sys
 import time
+import typing
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -347,10 +348,17 @@ def cmd_convert(a: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``captum-cfx: error: ...`` and exit status 2 (no usage block)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"captum-cfx: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from captum_cfx.attr.latent_attack import LatentAttackConfig
 
-    p = argparse.ArgumentParser(prog="captum-cfx", description="Counterfactual explanations for Captum users.")
+    p = _Parser(prog="captum-cfx", description="Counterfactual explanations for Captum users.")
     p.add_argument("--version", action="version", version=f"captum-cfx {captum_cfx.__version__}")
     sub = p.add_subparsers(dest="command")
     e = sub.add_parser("explain", help="explain a classifier with latent counterfactuals and write a report",

@@ -589,3 +589,13 @@ def test_gcd_transfer_flags_a_nonfinite_image_and_completes_the_rest():
     assert out.success.tolist() == [True, False, True] and not out.flips[1].any()
     for f in ("counterfactuals", "alphas", "classes"):
         assert torch.equal(getattr(out, f)[[0, 2]], getattr(clean, f)[[0, 2]])
+
+
+@pytest.mark.parametrize("args", [["explain", "--n", "ten"], ["explain", "--bogus"], ["nosuchcommand"],
+                                  ["compare", "--threads", "x"]])
+def test_cli_argparse_errors_are_one_line(args, capsys):
+    from captum_cfx.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    _assert_one_line_error(e.value.code, capsys.readouterr().err, r"--help")
