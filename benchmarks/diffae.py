@@ -32,8 +32,8 @@ import torch
 import captum_cfx
 from captum_cfx import LatentCounterfactualAttack
 from captum_cfx.datasets import load_mnist
-from captum_cfx.metrics import knn_distance, mnist_features, oracle_agreement
-from captum_cfx.zoo import load_generator, load_pretrained
+from captum_cfx.metrics import knn_distance, oracle_agreement
+from captum_cfx.zoo import load_generator, load_pretrained, mnist_features
 
 
 def _batched(fn, x: torch.Tensor, bs: int = 250) -> torch.Tensor:

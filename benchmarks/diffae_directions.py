@@ -34,7 +34,7 @@ from _common import emit
 import captum_cfx
 from captum_cfx import GlobalCounterfactualDirections, LatentIntegratedGradients
 from captum_cfx.datasets import load_mnist
-from captum_cfx.zoo import load_generator, load_pretrained
+from captum_cfx.zoo import load_generator, load_pretrained, mnist_distance
 
 
 def table(res: dict) -> str:
@@ -81,7 +81,8 @@ def main() -> None:
     grid = torch.linspace(0, alpha, a.grid + 1)[1:]
     runs, fitted = [], None
     for mode in ("white-box", "proxy") if a.proxy else ("white-box",):
-        gcd = GlobalCounterfactualDirections(clf, gen, classes=(3, 8), mode=mode, render_budget=a.budget)
+        gcd = GlobalCounterfactualDirections(clf, gen, classes=(3, 8), mode=mode, render_budget=a.budget,
+                                             distance=mnist_distance())
         t0 = time.perf_counter()
         gcd.fit(eights[:1], generator=torch.Generator().manual_seed(0))
         secs = time.perf_counter() - t0

@@ -40,8 +40,8 @@ import torch
 import captum_cfx
 from captum_cfx import GANGenerator, LatentCounterfactualAttack
 from captum_cfx.datasets import load_mnist
-from captum_cfx.metrics import knn_distance, mnist_features, oracle_agreement, proximity
-from captum_cfx.zoo import load_generator, load_pretrained
+from captum_cfx.metrics import knn_distance, oracle_agreement, proximity
+from captum_cfx.zoo import load_generator, load_pretrained, mnist_features
 
 
 def sync(device: torch.device) -> None:
@@ -231,7 +231,7 @@ def main() -> None:
     vae = load_generator("mnist-vae").to(device)
     gan = load_generator("mnist-gan").to(device)
     gan_z = GANGenerator(gan.generator, latent_space="z", image_shape=(1, 28, 28),
-                         error_threshold=gan.error_threshold).eval().to(device)
+                         feature_network=gan.feature_network, error_threshold=gan.error_threshold).eval().to(device)
     out_path = Path(a.out) if a.out else Path(__file__).parent / "results" / f"gan_inversion_{device.type}.json"
     sidx = torch.linspace(0, a.n - 1, min(a.speed_n, a.n)).long()
     thread_counts = [int(t) for t in a.speed_threads.split(",")] if device.type == "cpu" else [a.threads]

@@ -35,8 +35,7 @@ from _common import emit
 import captum_cfx
 from captum_cfx import GlobalCounterfactualDirections
 from captum_cfx.datasets import load_mnist
-from captum_cfx.metrics import mnist_features
-from captum_cfx.zoo import load_generator, load_pretrained
+from captum_cfx.zoo import load_generator, load_pretrained, mnist_distance, mnist_features
 
 
 def table(res: dict) -> str:
@@ -95,7 +94,8 @@ def main() -> None:
     grid = torch.linspace(0, alpha, 11)[1:]
     out = Path(__file__).parent / "results" / "global_directions_cpu.json"
     if a.control_only:
-        gcd0 = GlobalCounterfactualDirections(clf, gen, classes=(3, 8)).fit(eights[:1])  # deterministic
+        gcd0 = GlobalCounterfactualDirections(clf, gen, classes=(3, 8),
+                                              distance=mnist_distance()).fit(eights[:1])  # deterministic
         result = json.loads(out.read_text())
         result["random_control"] = random_control(gcd0, eights[1:], alpha, grid, oracle, a.n_random)
         out.write_text(json.dumps(result, indent=2) + "\n")
@@ -106,7 +106,8 @@ def main() -> None:
     for s in range(a.sources):
         pool = torch.cat([eights[:s], eights[s + 1:]])
         for mode in ("white-box", "proxy"):
-            gcd = GlobalCounterfactualDirections(clf, gen, classes=(3, 8), mode=mode, render_budget=a.budget)
+            gcd = GlobalCounterfactualDirections(clf, gen, classes=(3, 8), mode=mode, render_budget=a.budget,
+                                                 distance=mnist_distance())
             t0 = time.perf_counter()
             gcd.fit(eights[s:s + 1], generator=torch.Generator().manual_seed(0))
             secs = time.perf_counter() - t0
@@ -127,8 +128,10 @@ def main() -> None:
     dv = wb.diversity(feats)
     k = dv.shape[0]
     between = float(dv.sum() / (k * (k - 1)))
-    px0 = GlobalCounterfactualDirections(clf, gen, classes=(3, 8), mode="proxy", render_budget=a.budget)
-    px1 = GlobalCounterfactualDirections(clf, gen, classes=(3, 8), mode="proxy", render_budget=a.budget)
+    px0 = GlobalCounterfactualDirections(clf, gen, classes=(3, 8), mode="proxy", render_budget=a.budget,
+                                         distance=mnist_distance())
+    px1 = GlobalCounterfactualDirections(clf, gen, classes=(3, 8), mode="proxy", render_budget=a.budget,
+                                         distance=mnist_distance())
     src = eights[1 % a.sources:1 % a.sources + 1]
     px0.fit(src, generator=torch.Generator().manual_seed(0))
     px1.fit(src, generator=torch.Generator().manual_seed(1))

@@ -31,8 +31,8 @@ import captum_cfx
 from captum_cfx import LatentCounterfactualAttack
 from captum_cfx.attr.latent_attack import LatentAttackConfig
 from captum_cfx.datasets import load_mnist
-from captum_cfx.metrics import domain_fid, knn_distance, mnist_features, oracle_agreement, proximity
-from captum_cfx.zoo import load_generator, load_pretrained
+from captum_cfx.metrics import domain_fid, knn_distance, oracle_agreement, proximity
+from captum_cfx.zoo import load_generator, load_pretrained, mnist_features
 
 CFG = LatentAttackConfig()  # the documented default configuration
 

@@ -1,11 +1,15 @@
-"""Safe weight loading: safetensors only, never pickle."""
+"""Safe weight loading (safetensors only, never pickle) and atomic writes (a reader never sees half a file)."""
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 _PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt"}
 
@@ -74,3 +78,27 @@ def read_safetensors_header(path: str | Path, argument: str = "path",
         if math.prod(v["shape"]) > v["data_offsets"][1] - v["data_offsets"][0]:
             raise ValueError(f"{bad} (entry {k[:80]!r}: shape {v['shape']} does not fit its bytes)")
     return header
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Write ``path`` through ``write(tmp)`` on a hidden temporary file next to it, then an atomic rename.
+
+    A killed writer leaves ``.<name>.tmp`` behind (safe to delete), never a half-written ``path``.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically (see :func:`atomic_write`)."""
+    text = json.dumps(obj, indent=2) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def save_safetensors_atomic(tensors: Mapping[str, torch.Tensor], path: str | Path) -> Path:
+    """Save tensors (detached, on the CPU, contiguous) as safetensors, atomically (see :func:`atomic_write`)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp)))

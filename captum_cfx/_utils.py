@@ -61,3 +61,10 @@ def as_tuple(args: Any) -> tuple[Any, ...]:
 def call_model(forward_func: Callable[..., Tensor], x: Tensor, others: tuple[Tensor, ...],
                extra: tuple[Any, ...]) -> Tensor:
     return check_model_output(forward_func(x, *others, *extra), x.shape[0])
+
+
+def predicted_classes(outputs: Tensor) -> Tensor:
+    """Class per row from model outputs: argmax for ``(N, K>1)``, ``logit > 0`` for one-logit models, ``(N,)``."""
+    if outputs.dim() == 2 and outputs.shape[1] > 1:
+        return outputs.argmax(1)
+    return (outputs.reshape(outputs.shape[0]) > 0).long()

@@ -183,3 +183,19 @@ def check_decoded(images: Any, x: Tensor, argument: str = "generator.decode") ->
         raise ValueError(f"`{argument}` must return images shaped like `inputs` {tuple(x.shape)}; "
                          f"got {tuple(images.shape)} (does the generator match the model's image size?)")
     return images
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when an estimator is used before ``fit`` (like scikit-learn's ``NotFittedError``)."""
+
+
+def check_fitted(estimator: Any, attribute: str, how: str) -> None:
+    """Raise :class:`NotFittedError` unless ``estimator`` has the learned ``attribute`` (set by ``fit``).
+
+    Args:
+        estimator: the object whose learned state is checked.
+        attribute: a learned attribute (trailing underscore, scikit-learn style), e.g. ``"weight_"``.
+        how: how to fit it, e.g. ``"`fit(latents, descriptors)` or `from_pretrained(dir)`"``.
+    """
+    if not hasattr(estimator, attribute):
+        raise NotFittedError(f"This {type(estimator).__name__} is not fitted yet; call {how} first")

@@ -55,8 +55,8 @@ def build_generator(spec: str | None) -> captum_cfx.LatentGenerator:
 
     if spec is None:
         return load_generator("mnist-vae")
-    if Path(spec).is_dir():
-        return DiffusersVAEGenerator.from_pretrained(spec, image_shape=(1, 28, 28))
+    if Path(spec).is_dir():  # the image shape is read from the data (diffusers' sample_size is only a hint)
+        return DiffusersVAEGenerator.from_pretrained(spec)
     if ":" not in spec:
         try:
             return load_generator(GENERATOR_ALIASES.get(spec, spec))
@@ -67,36 +67,39 @@ def build_generator(spec: str | None) -> captum_cfx.LatentGenerator:
     if isinstance(gen, LatentGenerator):
         return gen
     if isinstance(gen, torch.nn.Module):
-        return VAEGenerator(gen, image_shape=(1, 28, 28))
+        return VAEGenerator(gen)  # any image shape: the VAE's own checks apply
     raise ValueError(f"`--generator` factory must return a LatentGenerator or a VAE module; got {type(gen).__name__}")
 
 
-def choose_targets(labels: torch.Tensor, spec: str, seed: int) -> torch.Tensor:
-    """``random`` (seeded, never the label), ``next`` (label + 1 mod 10) or a class index."""
-    if spec == "random":
-        g = torch.Generator().manual_seed(seed)
-        return (labels + torch.randint(1, 10, labels.shape, generator=g)) % 10
-    if spec == "next":
-        return (labels + 1) % 10
+def choose_targets(labels: torch.Tensor, spec: str, seed: int, num_classes: int) -> torch.Tensor:
+    """``--target``: ``random`` (seeded, never the label), ``next`` (label + 1 mod K) or a class index, for a
+    ``num_classes``-way model (see :func:`captum_cfx.objectives.choose_targets`)."""
+    from captum_cfx.objectives import choose_targets as choose
+
     try:
-        t = int(spec)
-    except ValueError:
-        raise ValueError(f"`--target` must be 'random', 'next' or a class 0-9; got {spec!r}") from None
-    if not 0 <= t <= 9:
-        raise ValueError(f"`--target` must be a class in 0-9; got {t}")
-    return torch.full_like(labels, t)
+        return choose(labels, spec, seed, num_classes)
+    except ValueError as e:
+        raise ValueError(str(e).replace("`target`", "`--target`", 1)) from None
 
 
 def select_digits(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` test digits in class-interleaved order (0, 1, ..., 9, 0, 1, ...)."""
-    from captum_cfx.datasets import load_mnist
+    from captum_cfx.datasets import interleaved_mnist, load_mnist
 
-    x, y = load_mnist("test")
-    if not 0 < n <= len(x):
-        raise ValueError(f"`--n` must be in 1..{len(x)}; got {n}")
-    order = torch.argsort(torch.arange(len(y)) % 100 * 10 + y, stable=True)  # test split is class-sorted
-    idx = order[:n]
-    return x[idx], y[idx]
+    n_test = len(load_mnist("test")[1])
+    if not 0 < n <= n_test:
+        raise ValueError(f"`--n` must be in 1..{n_test}; got {n}")
+    return interleaved_mnist(n)
+
+
+def num_classes(model: Callable[..., torch.Tensor], x: torch.Tensor) -> int:
+    """K, the width of a classifier's output on a probe batch ``x``."""
+    with torch.no_grad():
+        out = model(x)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] < 2:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"`--model` must return (N, K) class logits with K >= 2; got {got}")
+    return int(out.shape[1])
 
 
 def check_device(spec: str) -> torch.device:
@@ -147,14 +150,28 @@ def check_explain_args(a: argparse.Namespace) -> None:
     check_float(a.margin, "--margin", low=0)
     if a.resume and a.data is None:
         raise ValueError("`--resume` needs `--data` (only data-set runs are sharded and resumable)")
-    if a.target not in ("random", "next"):
-        choose_targets(torch.zeros(1, dtype=torch.long), a.target, 0)  # validates the value
+    if a.target not in ("random", "next"):  # the class count K is checked once the model is loaded
+        try:
+            t = int(a.target)
+        except ValueError:
+            raise ValueError(f"`--target` must be 'random', 'next' or a class index; got {a.target!r}") from None
+        if t < 0:
+            raise ValueError(f"`--target` must be a class index >= 0; got {t}")
     check_out(a.out)
 
 
 def cmd_explain_data(a: argparse.Namespace) -> int:
     """``explain --data``: a sharded, resumable run over a data set (several ranks under torchrun)."""
-    from captum_cfx.runner import RunConfig, local_device, make_explain_fn, rank_info, run_sharded, write_run_figures
+    from captum_cfx.datasets.mnist import IMAGE_SHAPE as MNIST_SHAPE
+    from captum_cfx.runner import (
+        RunConfig,
+        local_device,
+        make_explain_fn,
+        open_data,
+        rank_info,
+        run_sharded,
+        write_run_figures,
+    )
     from captum_cfx.zoo import load_pretrained
 
     device = local_device(a.device)  # "cuda" -> cuda:<local rank> under torchrun / accelerate
@@ -162,15 +179,20 @@ def cmd_explain_data(a: argparse.Namespace) -> int:
     if isinstance(model, torch.nn.Module):
         model = model.to(device)
     gen = build_generator(a.generator).to(device)
-    oracle = load_pretrained("mnist-oracle").to(device) if gen.image_shape in (None, (1, 28, 28)) else None
+    probe = open_data(a.data, gen.image_shape).get(0, 1)[0]  # shape and class count come from the data and model
+    image_shape = tuple(probe.shape[1:])
+    k = num_classes(model, probe.nan_to_num().to(device))
+    # the shipped MNIST oracle judges MNIST-shaped data only
+    oracle = load_pretrained("mnist-oracle").to(device) if image_shape == MNIST_SHAPE else None
     cfg = RunConfig(data=a.data, shard_size=a.shard_size, seed=a.seed, target=a.target, margin=a.margin,
                     max_steps=a.max_steps, limit=a.limit, threads=a.threads).check()
+    choose_targets(torch.zeros(1, dtype=torch.long), cfg.target, 0, k)  # validates the value for K classes
     t0 = time.perf_counter()
     summary = run_sharded(cfg, a.out, make_explain_fn(model, gen, oracle, cfg, device), resume=a.resume,
-                          progress=not a.no_progress, image_shape=gen.image_shape or (1, 28, 28))
+                          progress=not a.no_progress, image_shape=image_shape)
     if rank_info()[0] == 0:
         if summary["n_valid"]:
-            write_run_figures(a.out, gen, cfg, image_shape=gen.image_shape or (1, 28, 28))
+            write_run_figures(a.out, gen, cfg, image_shape=image_shape)
         seconds = time.perf_counter() - t0
         print(f"explained {summary['n_valid']} of {summary['n']} images in {summary['n_shards']} shards "
               f"({seconds:.1f}s): flip {summary['flip_rate']:.1%}, oracle agreement {summary['oracle_agreement']:.1%}; "
@@ -196,9 +218,9 @@ def cmd_explain(a: argparse.Namespace) -> int:
 def _explain_digits(a: argparse.Namespace) -> int:
     from captum_cfx import LatentCounterfactualAttack
     from captum_cfx.datasets import load_mnist
-    from captum_cfx.metrics import domain_fid, knn_distance, mnist_features, oracle_agreement, proximity
+    from captum_cfx.metrics import domain_fid, knn_distance, oracle_agreement, proximity
     from captum_cfx.report import write_report
-    from captum_cfx.zoo import load_pretrained
+    from captum_cfx.zoo import load_pretrained, mnist_features
 
     device = torch.device(a.device)
     model = build_model(a.model)
@@ -206,8 +228,8 @@ def _explain_digits(a: argparse.Namespace) -> int:
     if isinstance(model, torch.nn.Module):
         model = model.to(device)
     gen = gen.to(device)
-    x, y = select_digits(a.n)
-    targets = choose_targets(y, a.target, a.seed)
+    x, y = select_digits(a.n)  # without --data, the CLI explains MNIST test digits with the MNIST presets
+    targets = choose_targets(y, a.target, a.seed, num_classes(model, x[:1].to(device)))
     attack = LatentCounterfactualAttack(model, gen)
     t0 = time.perf_counter()
     out = attack.generate(x.to(device), target=targets.to(device), margin=a.margin, max_steps=a.max_steps,
@@ -262,7 +284,7 @@ def _training_features() -> torch.Tensor:
     """``mnist_features()`` of the 4,000 embedded training digits, kNN realism's reference set: both are shipped
     assets, fixed while the process runs, so the 4,000-digit pass is made once (not twice per ``explain``)."""
     from captum_cfx.datasets import load_mnist
-    from captum_cfx.metrics import mnist_features
+    from captum_cfx.zoo import mnist_features
 
     feats, (xtr, _) = mnist_features(), load_mnist("train")
     with torch.no_grad():
@@ -275,8 +297,8 @@ def _explain_descriptors(model: Any, gen: Any, out_cpu: Any, xtr: torch.Tensor,
     from captum_cfx import CounterfactualDescriptorAttribution
     from captum_cfx.descriptors import Morphometry, sign_agreement
 
-    if tuple(gen.image_shape or ()) != (1, 28, 28):
-        return None  # Morpho-MNIST measures 28x28 grey digits only
+    if tuple(gen.image_shape or ()) != tuple(out_cpu.counterfactuals.shape[1:]):
+        return None  # Morpho-MNIST measures digits: only with a generator made for them
     morpho = Morphometry(scale=2)  # 2x upsampling: 5x faster than 4x, same sign agreement (benchmarks)
     aux = xtr[::4]
     cda = CounterfactualDescriptorAttribution(model, gen)
@@ -366,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    f"attacks on test digits. Defaults: {DEFAULT_N} class-interleaved test digits, "
                                    "seeded random targets different from the label.")
     e.add_argument("--n", type=int, default=DEFAULT_N, help=f"number of test digits (default {DEFAULT_N})")
-    e.add_argument("--target", default="random", help="'random' (default), 'next' or a class 0-9")
+    e.add_argument("--target", default="random", help="'random' (default), 'next' or a class index 0..K-1")
     e.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     e.add_argument("--model", default=None, help="module:factory returning your classifier (default: shipped)")
     e.add_argument("--generator", default=None,

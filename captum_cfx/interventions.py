@@ -38,7 +38,8 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from captum_cfx._io import load_safetensors
-from captum_cfx.descriptors.probes import LatentProbes, NotFittedError
+from captum_cfx._validation import check_fitted
+from captum_cfx.descriptors.probes import LatentProbes
 
 __all__ = ["MODES", "LatentIntervention", "LinearDirections", "ShiftPredictor", "probe_presence_logits"]
 
@@ -77,7 +78,7 @@ def probe_presence_logits(probes: LatentProbes, thresholds: Mapping[str, float] 
     Returns:
         ``(weight (k, d), bias (k,))`` float64.
     """
-    probes._check_fitted()
+    probes.check_fitted()
     thresholds = dict(thresholds or {})
     unknown = set(thresholds) - set(probes.names_)
     if unknown:
@@ -101,14 +102,13 @@ class LatentIntervention(ABC):
     names_: list[str]
     latent_dim_: int
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "names_"):
-            raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call `fit(...)` or "
-                                 "`from_pretrained(dir)` first")
+    def check_fitted(self) -> None:
+        """Raise :class:`~captum_cfx.descriptors.NotFittedError` unless ``fit`` (or ``from_pretrained``) ran."""
+        check_fitted(self, "names_", "`fit(...)` or `from_pretrained(dir)`")
 
     def index(self, attribute: str | int) -> int:
         """Column of an attribute given by name or index."""
-        self._check_fitted()
+        self.check_fitted()
         if isinstance(attribute, str) and attribute in self.names_:
             return self.names_.index(attribute)
         if isinstance(attribute, int) and not isinstance(attribute, bool) and 0 <= attribute < len(self.names_):
@@ -135,7 +135,7 @@ class LatentIntervention(ABC):
         Shape:
             - latents: ``(N, d)``; requests: ``(N, k)`` with values in {-1, 0, +1}; returns ``(N, d)``.
         """
-        self._check_fitted()
+        self.check_fitted()
         z = _as_flat(latents, self.latent_dim_)
         k = len(self.names_)
         if not isinstance(requests, Tensor) or requests.shape != (z.shape[0], k):
@@ -166,7 +166,7 @@ class LatentIntervention(ABC):
         Shape:
             - latents: ``(N, d)``; value: scalar or ``(N,)`` in ``[0, 1]``; state: ``(N, k)``; returns ``(N, d)``.
         """
-        self._check_fitted()
+        self.check_fitted()
         z = _as_flat(latents, self.latent_dim_)
         j = self.index(attribute)
         _check_mode(mode)
@@ -248,7 +248,7 @@ class LinearDirections(LatentIntervention):
                  quantile: float = 0.5) -> None:
         if not isinstance(probes, LatentProbes):
             raise TypeError(f"`probes` must be fitted LatentProbes; got {type(probes).__name__}")
-        probes._check_fitted()
+        probes.check_fitted()
         if not (isinstance(confidence, float) and 0.5 < confidence < 1.0):
             raise ValueError(f"`confidence` must be a float in (0.5, 1); got {confidence!r}")
         if not (isinstance(scale, (int, float)) and scale > 0):
@@ -478,7 +478,7 @@ class ShiftPredictor(LatentIntervention):
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (the MLP); the training classifier is not saved."""
-        self._check_fitted()
+        self.check_fitted()
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         cfg = {"class": type(self).__name__, "hidden": self.hidden, "penalty": self.penalty,

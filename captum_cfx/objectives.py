@@ -30,6 +30,7 @@ __all__ = [
     "ProbabilityThreshold",
     "RegressionTarget",
     "TargetClass",
+    "choose_targets",
     "get_objective",
 ]
 
@@ -327,3 +328,33 @@ def get_objective(objective: Objective | str) -> Objective:
         return _NAMES[objective]()
     raise ValueError(f"`objective` must be an Objective or one of {sorted(_NAMES)}; got {objective!r}")
 
+
+
+def choose_targets(labels: Tensor, spec: str, seed: int, num_classes: int) -> Tensor:
+    """Target classes for a batch of ``labels`` of a ``num_classes``-way classifier.
+
+    Args:
+        labels: ``(N,)`` int64 class indices (the true labels or the model's predictions).
+        spec: ``"random"`` (seeded, uniform over the other ``num_classes - 1`` classes, never the label),
+            ``"next"`` (``label + 1`` modulo ``num_classes``) or a class index as a string (``"3"``).
+        seed: seed of the random targets.
+        num_classes: ``K``, read from the model's output (``model(x).shape[1]``).
+
+    Shape:
+        - labels: ``(N,)``; returns ``(N,)`` int64 in ``0..K-1``.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"`num_classes` must be an int >= 2 (a classifier's output width); got {num_classes!r}")
+    if spec == "random":
+        g = torch.Generator().manual_seed(seed)
+        return (labels + torch.randint(1, num_classes, labels.shape, generator=g)) % num_classes
+    if spec == "next":
+        return (labels + 1) % num_classes
+    try:
+        t = int(spec)
+    except (TypeError, ValueError):
+        raise ValueError(f"`target` must be 'random', 'next' or a class 0-{num_classes - 1}; got {spec!r}") from None
+    if not 0 <= t < num_classes:
+        raise ValueError(f"`target` must be a class in 0-{num_classes - 1} (the model has {num_classes} classes); "
+                         f"got {t}")
+    return torch.full_like(labels, t)

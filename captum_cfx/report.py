@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
+from captum_cfx._io import write_json_atomic
 from captum_cfx.attr.output import CounterfactualOutput
 from captum_cfx.visualization import counterfactual_grid
 
+if TYPE_CHECKING:
+    pass
+
 __all__ = ["append_descriptor_report", "write_json_atomic", "write_report"]
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
 
 
 def write_report(out_dir: Path, inputs: Tensor, labels: Tensor, targets: Tensor, result: CounterfactualOutput,
                  metrics: dict[str, Any], title: str = "captum-cfx explain", max_rows: int = 8) -> dict[str, Path]:
     """Write ``grid.png``, ``metrics.json`` and ``report.md`` into ``out_dir``; return their paths."""
+    import matplotlib.pyplot as plt
+
     out_dir.mkdir(parents=True, exist_ok=True)
     maps = result.counterfactuals - result.reconstructions
     # a class-diverse selection of rows: the first sample of each source label, then the rest
@@ -69,6 +65,8 @@ def append_descriptor_report(out_dir: Path, explanation: Any, global_attr: Any, 
         global_attr: a ``GlobalDescriptorAttribution`` (``global_attribution``).
         row_labels: one title per counterfactual, e.g. ``"3→8 (ok)"``.
     """
+    import matplotlib.pyplot as plt
+
     from captum_cfx.descriptors.plotting import plot_descriptor_bars, plot_global_descriptors
 
     cf = explanation.counterfactuals

@@ -31,12 +31,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from captum_cfx._io import save_safetensors_atomic, write_json_atomic
 from captum_cfx._validation import check_float
-from captum_cfx.report import write_json_atomic
+from captum_cfx.objectives import choose_targets
 
 __all__ = ["DataSource", "RunConfig", "local_device", "open_data", "rank_info", "run_sharded"]
 
@@ -137,11 +138,13 @@ class _SafetensorsRows:
 
 
 class _FolderSource(DataSource):
-    def __init__(self, folder: Path, image_shape: tuple[int, int, int]) -> None:
+    """A folder of images; ``image_shape`` ``None`` reads it from the first image (grey -> 1 channel, else 3)."""
+
+    def __init__(self, folder: Path, image_shape: tuple[int, int, int] | None) -> None:
         self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
         if not self.files:
             raise ValueError(f"`data` folder {str(folder)!r} holds no images ({sorted(_IMAGE_SUFFIXES)})")
-        self.shape = image_shape
+        self.shape = image_shape if image_shape is not None else _shape_of(self.files[0])
 
     def __len__(self) -> int:
         return len(self.files)
@@ -194,10 +197,24 @@ class _SquaresSource(DataSource):
         return torch.cat(xs), torch.cat(ys), []
 
 
-def open_data(spec: str, image_shape: tuple[int, int, int] = (1, 28, 28)) -> DataSource:
+def _shape_of(path: Path) -> tuple[int, int, int]:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            grey = im.mode in ("1", "L", "I", "F", "I;16")
+            return (1 if grey else 3, im.size[1], im.size[0])
+    except Exception as e:  # noqa: BLE001 - any unreadable first file gets one clear message
+        raise ValueError(f"`data`: cannot read the image size of {path.name} ({type(e).__name__}: {e})") from e
+
+
+def open_data(spec: str, image_shape: tuple[int, int, int] | None = None) -> DataSource:
     """Open ``--data``: a built-in name (``mnist-test``, ``mnist-train``, ``squares-<size>:<n>``), a folder, or a
     tensor file (``.npz`` with ``images`` [and ``labels``], ``.npy``, ``.safetensors``, or ``.pt`` read
-    with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects)."""
+    with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects).
+
+    ``image_shape`` ``(C, H, W)`` is what a folder's images are read as (``None``: the first image's size, one
+    channel for grey images and three otherwise); tensor files and built-in data sets carry their own shape."""
     if spec in ("mnist-test", "mnist-train"):
         from captum_cfx.datasets import load_mnist
 
@@ -448,12 +465,6 @@ class RunConfig:
 ShardFn = Callable[[Tensor, Tensor, int], dict[str, Tensor]]
 
 
-def _atomic_save(tensors: dict[str, Tensor], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -475,7 +486,7 @@ def shard_done(out: Path, k: int) -> bool:
 
 
 def run_sharded(cfg: RunConfig, out_dir: str | Path, compute: ShardFn, resume: bool = False,
-                progress: bool = True, image_shape: tuple[int, int, int] = (1, 28, 28)) -> dict[str, Any]:
+                progress: bool = True, image_shape: tuple[int, int, int] | None = None) -> dict[str, Any]:
     """Compute every shard this rank owns (skipping done ones on ``resume``), then merge on rank 0.
 
     Args:
@@ -483,6 +494,7 @@ def run_sharded(cfg: RunConfig, out_dir: str | Path, compute: ShardFn, resume: b
         out_dir: the run folder.
         compute: ``compute(images, labels, shard_seed) -> dict of per-sample tensors``.
         resume: skip shards that are complete; refuse a folder made with another configuration.
+        image_shape: how a folder's images are read (see :func:`open_data`).
 
     Returns:
         On rank 0 the merged summary; on other ranks ``{}``.
@@ -523,7 +535,7 @@ def run_sharded(cfg: RunConfig, out_dir: str | Path, compute: ShardFn, resume: b
             problems += _row_problems(res.pop("_problems", []), lo, problems)
             res["index"] = torch.arange(lo, hi)
             data, side = shard_paths(out, k)
-            _atomic_save(res, data)
+            save_safetensors_atomic(res, data)
             write_json_atomic(side, {"shard": k, "start": lo, "stop": hi, "sha256": _digest(data),
                                      "seconds": time.perf_counter() - t0, "rank": rank, "problems": problems})
             bar.update(1)
@@ -646,7 +658,7 @@ def make_explain_fn(model: Callable[[Tensor], Tensor], generator: Any, oracle: C
         xv = x[valid].to(device)
         with torch.no_grad():
             out0 = model(xv) if len(xv) else None
-        k = int(out0.shape[1]) if out0 is not None else 10
+        k = int(out0.shape[1]) if out0 is not None else 2  # K classes, read from the model's output
         bad = valid.clone()
         bad[valid] = (y[valid] >= k) | (y[valid] < -1)
         if bool(bad.any()):  # a label that is not one of the model's classes cannot be a source class
@@ -659,7 +671,7 @@ def make_explain_fn(model: Callable[[Tensor], Tensor], generator: Any, oracle: C
         ref = torch.where(y[valid] >= 0, y[valid], pred0)
         g = torch.Generator().manual_seed(int(seed))
         offs = torch.randint(1, k, (n,), generator=g)[valid]
-        tgt = (ref + offs) % k if cfg.target == "random" else torch.full_like(ref, int(cfg.target))
+        tgt = (ref + offs) % k if cfg.target == "random" else choose_targets(ref, cfg.target, int(seed), k)
         out = attack.generate(xv, target=tgt.to(device), margin=cfg.margin, max_steps=cfg.max_steps)
         full = {
             "counterfactuals": torch.zeros_like(x),
@@ -690,7 +702,7 @@ def make_explain_fn(model: Callable[[Tensor], Tensor], generator: Any, oracle: C
 
 
 def write_run_figures(out_dir: str | Path, generator: Any, cfg: RunConfig, max_rows: int = 8,
-                      image_shape: tuple[int, int, int] = (1, 28, 28)) -> Path:
+                      image_shape: tuple[int, int, int] | None = None) -> Path:
     """The merge step's figure: a counterfactual grid of the first valid images of shard 0."""
     import matplotlib.pyplot as plt
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from captum.attr._utils.visualization import visualize_image_attr
-from matplotlib.figure import Figure
 from torch import Tensor
+
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
 __all__ = ["counterfactual_grid", "direction_grid", "plot_attribution"]
 
@@ -28,6 +30,9 @@ def plot_attribution(attribution: Tensor, image: Tensor | None = None, title: st
     Shape:
         - attribution, image: ``(C, H, W)``.
     """
+    import matplotlib.pyplot as plt
+    from captum.attr._utils.visualization import visualize_image_attr
+
     if attribution.dim() != 3:
         raise ValueError(f"`attribution` must be (C, H, W); got {tuple(attribution.shape)}")
     fig = ax.figure if ax is not None else plt.figure(figsize=(2.2, 2.2))
@@ -52,6 +57,8 @@ def counterfactual_grid(originals: Tensor, reconstructions: Tensor, counterfactu
     Shape:
         - every tensor: ``(N, C, H, W)`` with images in ``[0, 1]``; ``maps`` signed.
     """
+    import matplotlib.pyplot as plt
+
     n = min(len(originals), max_rows)
     if n == 0:
         raise ValueError("`originals` must hold at least one image")
@@ -75,7 +82,7 @@ def counterfactual_grid(originals: Tensor, reconstructions: Tensor, counterfactu
 
 
 def direction_grid(gcd: object, model: torch.nn.Module, images: Tensor, alphas: Sequence[float], *,
-                   classes: tuple[int, int] = (3, 8)) -> Figure:
+                   classes: tuple[int, int] | None = None) -> Figure:
     """A fitted global direction applied to several images (rows) at several steps (columns).
 
     Each panel is titled with the model's probabilities of the two classes of the question.
@@ -85,13 +92,19 @@ def direction_grid(gcd: object, model: torch.nn.Module, images: Tensor, alphas: 
         model: the classifier (logits ``(N, K)``).
         images: grey images, one row each.
         alphas: the steps, one column each (0 shows the reconstruction).
-        classes: ``(negative, positive)`` classes whose probabilities head each panel.
+        classes: ``(negative, positive)`` classes whose probabilities head each panel (default: the
+            question's, ``gcd.classes``).
 
     Shape:
         - images: ``(N, 1, H, W)`` in ``[0, 1]``.
     """
+    import matplotlib.pyplot as plt
+
     if images.dim() != 4 or images.shape[1] != 1:
         raise ValueError(f"`images` must be (N, 1, H, W) grey images; got {tuple(images.shape)}")
+    classes = classes if classes is not None else getattr(gcd, "classes", None)
+    if classes is None:
+        raise ValueError("`classes` must be (negative, positive) when the direction's question has none")
     neg, pos = classes
     fig, axes = plt.subplots(len(images), len(alphas), figsize=(1.3 * len(alphas), 1.3 * len(images)),
                              squeeze=False)

@@ -47,7 +47,7 @@ def _assert_library_figures(metrics, model, gen, n, max_steps):
     from captum_cfx import LatentCounterfactualAttack
 
     x, y = select_digits(n)
-    out = LatentCounterfactualAttack(model, gen).generate(x, target=choose_targets(y, "random", 0),
+    out = LatentCounterfactualAttack(model, gen).generate(x, target=choose_targets(y, "random", 0, 10),
                                                           max_steps=max_steps)
     assert metrics["n"] == n and metrics["mean_steps"] == float(out.n_steps.float().mean())
     assert metrics["flip_rate"] == out.success_rate
@@ -102,10 +102,25 @@ def test_explain_bad_arguments(args, match, tmp_path, capsys):
 def test_targets_and_selection():
     x, y = select_digits(20)
     assert sorted(y.tolist()) == sorted(list(range(10)) * 2)
-    t = choose_targets(y, "random", 0)
-    assert (t != y).all() and torch.equal(t, choose_targets(y, "random", 0))
-    assert torch.equal(choose_targets(y, "next", 0), (y + 1) % 10)
-    assert (choose_targets(y, "3", 0) == 3).all()
+    t = choose_targets(y, "random", 0, 10)
+    assert (t != y).all() and torch.equal(t, choose_targets(y, "random", 0, 10))
+    assert torch.equal(choose_targets(y, "next", 0, 10), (y + 1) % 10)
+    assert (choose_targets(y, "3", 0, 10) == 3).all()
+
+
+def test_targets_for_k_classes():
+    """K is an argument (the CLI reads it from the model): 5 classes, random targets cover all of them."""
+    from captum_cfx.objectives import choose_targets as choose
+
+    y = torch.arange(200) % 5
+    t = choose(y, "random", 1, 5)
+    assert (t != y).all() and t.min() == 0 and t.max() == 4
+    assert set(((t - y) % 5).tolist()) == {1, 2, 3, 4}
+    assert torch.equal(choose(y, "next", 0, 5), (y + 1) % 5)
+    with pytest.raises(ValueError, match="0-4"):
+        choose(y, "7", 0, 5)
+    with pytest.raises(ValueError, match="`num_classes`"):
+        choose(y, "next", 0, 1)
 
 
 @pytest.mark.parametrize("n", [30, pytest.param(200, marks=pytest.mark.slow)])
@@ -116,7 +131,7 @@ def test_default_configuration_flips_digits(shipped, n):
 
     clf, oracle, gen = shipped
     x, y = select_digits(n)
-    t = choose_targets(y, "random", 0)
+    t = choose_targets(y, "random", 0, 10)
     out = LatentCounterfactualAttack(clf, gen).generate(x, target=t)
     assert out.success.float().mean() >= 0.99
     with torch.no_grad():

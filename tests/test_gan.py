@@ -204,7 +204,7 @@ def test_feature_network_term():
     g = make(feature_network=feats, feature_weight=1.0, steps=30)
     out = g.project(torch.rand(2, 1, 8, 8))
     assert out.error.shape == (2,) and torch.isfinite(out.error).all()
-    assert make().feature_network is None  # "auto" is off for non-MNIST shapes
+    assert GANGenerator(TinyStyleGAN(), image_shape=(1, 8, 8)).feature_network is None  # pixel loss by default
     # the reference's setting: AdamW, a fixed number of steps, a purely perceptual loss
     ref = make(feature_network=feats, feature_weight=1.0, pixel_weight=0.0, optimizer="adamw", weight_decay=0.01,
                tol=0.0, steps=25)
@@ -238,6 +238,8 @@ def test_clear_errors():
         GANGenerator(TinyStyleGAN(), num_starts=0, feature_network=None)
     with pytest.raises(TypeError, match="`feature_network` must be callable"):
         GANGenerator(TinyStyleGAN(), feature_network=3)
+    with pytest.raises(TypeError, match="`feature_network` must be callable"):
+        GANGenerator(TinyStyleGAN(), feature_network="auto")  # no shipped default in the generic class
     with pytest.raises(TypeError, match="`generator` must be a callable"):
         GANGenerator("G", z_dim=3)
     g = make(steps=1)

@@ -7,8 +7,10 @@ import torch
 from torch import nn
 
 from captum_cfx import GlobalCounterfactualDirections
-from captum_cfx.attr import GlobalityResult, TransferOutput
+from captum_cfx.attr import GlobalityResult, OracleFeatureDistance, TransferOutput
+from captum_cfx.descriptors import NotFittedError
 from captum_cfx.generators import Latent, LatentGenerator
+from captum_cfx.zoo import mnist_distance
 from tests.conftest import linear_world
 
 
@@ -148,12 +150,18 @@ def test_errors(tiny):
     with pytest.raises(TypeError, match="`generator` must be"):
         GlobalCounterfactualDirections(clf, clf, classes=(0, 1))
     gcd = GlobalCounterfactualDirections(clf, gen, classes=(0, 1), distance=pixel_distance, n_hessian=0)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         gcd.transfer(x)
     with pytest.raises(ValueError, match="`source` must hold exactly one image"):
         gcd.fit(x[:2])
-    with pytest.raises(ValueError, match="default `distance`"):
-        GlobalCounterfactualDirections(clf, gen, classes=(0, 1)).fit(x[:1])
+    # no shipped network by default: the generic default distance is the mean squared pixel difference
+    default = GlobalCounterfactualDirections(clf, gen, classes=(0, 1), n_hessian=0).fit(x[:1])
+    explicit = GlobalCounterfactualDirections(clf, gen, classes=(0, 1), n_hessian=0,
+                                              distance=lambda a, b: (a - b).pow(2).flatten(1).mean(1)).fit(x[:1])
+    assert [s["distance"] for s in default.scores_] == [s["distance"] for s in explicit.scores_]
+    assert default.scores_[0]["distance"] > 0
+    with pytest.raises(TypeError, match="`features` must be callable"):
+        OracleFeatureDistance(None)
     with pytest.raises(ValueError, match="K > 5"):
         GlobalCounterfactualDirections(clf, gen, classes=(0, 5), distance=pixel_distance).fit(x[:1])
     gcd.fit(x[:1])
@@ -176,7 +184,8 @@ def test_shipped_mnist_direction_is_global(shipped, mnist_test):
     clf, oracle, gen = shipped
     x, y = mnist_test
     eights = x[y == 8]
-    gcd = GlobalCounterfactualDirections(clf, gen, classes=(3, 8), n_hessian=0).fit(eights[1:2])
+    gcd = GlobalCounterfactualDirections(clf, gen, classes=(3, 8), n_hessian=0,
+                                         distance=mnist_distance()).fit(eights[1:2])
     assert gcd.renders_ <= 500
     alpha = 4.74  # median ||z0|| of the shipped VAE's MNIST codes
     res = gcd.globality(torch.cat([eights[:1], eights[2:]]), alphas=[alpha], oracle=oracle)

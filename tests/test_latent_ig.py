@@ -11,6 +11,7 @@ from captum.metrics import sensitivity_max
 
 from captum_cfx import GlobalCounterfactualDirections, LatentIntegratedGradients
 from captum_cfx.attr import LatentIGOutput
+from captum_cfx.zoo import mnist_distance
 from tests.conftest import linear_world
 
 
@@ -87,7 +88,8 @@ def test_gcd_direction_drives_the_walk(shipped, mnist_test):
     clf, _, gen = shipped
     x, y = mnist_test
     eights = x[y == 8]
-    gcd = GlobalCounterfactualDirections(clf, gen, classes=(3, 8), n_hessian=0).fit(eights[1:2])
+    gcd = GlobalCounterfactualDirections(clf, gen, classes=(3, 8), n_hessian=0,
+                                         distance=mnist_distance()).fit(eights[1:2])
     lig = LatentIntegratedGradients(clf, gen)
     out = lig.explain(eights[2:5], target=8, direction=gcd, n_steps=32)
     assert out.attributions.shape == (3, 1, 28, 28)

@@ -303,3 +303,34 @@ def test_tensor_files_are_streamed_not_loaded_whole(tmp_path):
     for src in srcs.values():
         xs, ys, problems = src.get(3, 7)
         assert torch.equal(xs, torch.from_numpy(x[3:7])) and ys.tolist() == [3, 4, 5, 6] and problems == []
+
+
+def test_explain_a_folder_of_rgb_images_with_five_classes(tmp_path):
+    """No MNIST shape or class count in the CLI: 3x8x8 PNGs, a 5-class model, targets over its 5 classes."""
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from captum_cfx.cli import main
+
+    folder = tmp_path / "rgb"
+    folder.mkdir()
+    rng = np.random.RandomState(0)
+    for i in range(6):
+        Image.fromarray((rng.rand(8, 8, 3) * 255).astype(np.uint8), mode="RGB").save(folder / f"{i}.png")
+    out = tmp_path / "out"
+    user = ["--model", "tests.factories:rgb_model", "--generator", "tests.factories:rgb_generator"]
+    code = main(["explain", "--data", str(folder), "--shard-size", "3", "--max-steps", "20", "--out", str(out),
+                 "--no-progress", *user])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == 6 and summary["n_valid"] == 6 and summary["problems"] == []
+    assert np.isnan(summary["oracle_agreement"])  # the MNIST oracle is not wired for non-MNIST data
+    shards = [load_file(str(out / f"shard_{k:05d}.safetensors")) for k in range(2)]
+    cf = torch.cat([s["counterfactuals"] for s in shards])
+    targets = torch.cat([s["targets"] for s in shards])
+    preds0 = torch.cat([s["labels"] for s in shards])
+    assert cf.shape == (6, 3, 8, 8)
+    assert targets.min() >= 0 and targets.max() <= 4 and len(set(targets.tolist())) > 2
+    assert (preds0 == -1).all()  # a folder has no labels: targets differ from the model's own prediction
+    assert main(["explain", "--data", str(folder), "--out", str(tmp_path / "o2"), "--no-progress", "--target", "5",
+                 *user]) == 2

@@ -134,21 +134,22 @@ def _make_explain(out: Path, sizes: GallerySizes, wanted: set[str]) -> list[Path
     """``captum-cfx explain`` with its defaults (class-interleaved test digits, seeded random targets)."""
     from captum_cfx import CounterfactualDescriptorAttribution, LatentCounterfactualAttack
     from captum_cfx.attr.latent_attack import LatentAttackConfig
-    from captum_cfx.cli import choose_targets, select_digits
-    from captum_cfx.datasets import load_mnist
+    from captum_cfx.datasets import interleaved_mnist, load_mnist
+    from captum_cfx.datasets.mnist import NUM_CLASSES
     from captum_cfx.descriptors import Morphometry
+    from captum_cfx.objectives import choose_targets
     from captum_cfx.report import append_descriptor_report, write_report
     from captum_cfx.zoo import load_generator, load_pretrained
 
     model, gen = load_pretrained("mnist-classifier"), load_generator("mnist-vae")
-    x, y = select_digits(sizes.n_explain)
-    targets = choose_targets(y, "random", 0)
+    x, y = interleaved_mnist(sizes.n_explain)
+    targets = choose_targets(y, "random", 0, NUM_CLASSES)
     res = LatentCounterfactualAttack(model, gen).generate(x, target=targets, margin=LatentAttackConfig.margin,
                                                           max_steps=LatentAttackConfig.max_steps)
     written = []
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
-        paths = write_report(tmpdir, x, y, targets, res, {}, max_rows=sizes.rows)
+        paths = write_report(tmpdir, x, y, targets, result=res, metrics={}, max_rows=sizes.rows)
         if "explain_grid" in wanted:
             written.append(Path(shutil.copyfile(paths["grid"], out / "explain_grid.png")))
         if wanted & {"descriptor_bars", "descriptor_global"}:
@@ -174,7 +175,7 @@ def _make_gcd(out: Path, sizes: GallerySizes, wanted: set[str], proxy: bool) -> 
     from captum_cfx import GlobalCounterfactualDirections
     from captum_cfx.datasets import load_mnist
     from captum_cfx.visualization import direction_grid
-    from captum_cfx.zoo import load_generator, load_pretrained
+    from captum_cfx.zoo import load_generator, load_pretrained, mnist_distance
 
     clf, oracle, gen = load_pretrained("mnist-classifier"), load_pretrained("mnist-oracle"), load_generator("mnist-vae")
     xte, yte = load_mnist("test")
@@ -183,7 +184,7 @@ def _make_gcd(out: Path, sizes: GallerySizes, wanted: set[str], proxy: bool) -> 
         alpha = float(gen.encode(torch.cat([xtr, xte])).free.norm(dim=1).median())  # median ||z0|| (4.74)
     eights = torch.cat([xte[yte == 8], xtr[ytr == 8]])  # test 8s first
     src = 1
-    gcd = GlobalCounterfactualDirections(clf, gen, classes=(3, 8)).fit(eights[src:src + 1])
+    gcd = GlobalCounterfactualDirections(clf, gen, classes=(3, 8), distance=mnist_distance()).fit(eights[src:src + 1])
     written = []
     if "gcd_grid" in wanted:
         show = eights[[10, 20, 30, 40, 110, 210][: min(6, sizes.rows)]]
@@ -195,7 +196,8 @@ def _make_gcd(out: Path, sizes: GallerySizes, wanted: set[str], proxy: bool) -> 
         res = gcd.globality(pool, alphas=grid, oracle=oracle, label="white-box GCD")
         others = []
         if proxy:
-            px = GlobalCounterfactualDirections(clf, gen, classes=(3, 8), mode="proxy", render_budget=5000)
+            px = GlobalCounterfactualDirections(clf, gen, classes=(3, 8), mode="proxy", render_budget=5000,
+                                                distance=mnist_distance())
             px.fit(eights[src:src + 1], generator=torch.Generator().manual_seed(0))
             others.append(px.globality(pool, alphas=grid, label="proxy (5,000 renders)"))
         rng = torch.Generator().manual_seed(0)

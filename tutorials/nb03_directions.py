@@ -28,7 +28,7 @@ from captum.attr import IntegratedGradients, Saliency
 from captum_cfx import GlobalCounterfactualDirections, LatentIntegratedGradients
 from captum_cfx.datasets import load_mnist
 from captum_cfx.visualization import direction_grid, plot_attribution
-from captum_cfx.zoo import load_generator, load_pretrained
+from captum_cfx.zoo import load_generator, load_pretrained, mnist_distance
 
 %matplotlib inline
 torch.set_num_threads(1)
@@ -50,7 +50,7 @@ alone and the score plus a perceptual distance (`loss_weights={(1, 0), (0.05, 1)
 top eigenvectors of each loss's Hessian (*h-directions*), then runs a line search along each on the source.
 Every decoded image, gradient pass and Hessian-vector product counts as a **render**: the paper's black-box
 proxy mode (`mode="proxy"`) spends thousands of them; the white-box mode a few hundred."""),
-    ("code", """gcd = GlobalCounterfactualDirections(model, generator, classes=(3, 8))
+    ("code", """gcd = GlobalCounterfactualDirections(model, generator, classes=(3, 8), distance=mnist_distance())
 gcd.fit(source)
 print(f"{gcd.renders_} renders, {gcd.fit_seconds_:.1f}s; best direction: {gcd.direction_kinds_[gcd.best_index_]}")
 for kind, s in zip(gcd.direction_kinds_, gcd.scores_):

@@ -20,6 +20,7 @@ from captum_cfx.attr.global_directions import (
     GlobalityResult,
     OracleFeatureDistance,
     TransferOutput,
+    pixel_distance,
 )
 from captum_cfx.attr.interfacegan import InterFaceGANEdit, interfacegan_step
 from captum_cfx.attr.latent_attack import LatentAttackConfig, LatentCounterfactualAttack
@@ -44,6 +45,7 @@ __all__ = [
     "GlobalCounterfactualDirections",
     "GlobalityResult",
     "OracleFeatureDistance",
+    "pixel_distance",
     "TransferOutput",
     "LatentIGOutput",
     "LatentIntegratedGradients",

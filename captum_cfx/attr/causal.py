@@ -259,7 +259,7 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
         if not isinstance(intervention, LatentIntervention):
             raise TypeError(f"`intervention` must be a LatentIntervention (LinearDirections, ShiftPredictor); "
                             f"got {type(intervention).__name__}")
-        intervention._check_fitted()
+        intervention.check_fitted()
         if not callable(oracle):
             raise TypeError(f"`oracle` must be callable (images -> (N, k) attribute readings); "
                             f"got {type(oracle).__name__}")

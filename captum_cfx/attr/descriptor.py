@@ -35,12 +35,12 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_cfx._utils import eval_mode
-from captum_cfx._validation import format_inputs
+from captum_cfx._utils import eval_mode, predicted_classes
+from captum_cfx._validation import check_fitted, format_inputs
 from captum_cfx.attr._common import CaptumInputs, check_model_and_generator
 from captum_cfx.attr.latent_attack import LatentCounterfactualAttack
 from captum_cfx.attr.output import CounterfactualOutput
-from captum_cfx.descriptors.probes import LatentProbes, NotFittedError
+from captum_cfx.descriptors.probes import LatentProbes
 from captum_cfx.generators.base import LatentGenerator
 
 __all__ = ["CounterfactualDescriptorAttribution", "DescriptorAttributionOutput", "GlobalDescriptorAttribution"]
@@ -99,13 +99,6 @@ class GlobalDescriptorAttribution:
         return self.values[self.transitions.index((source, target))]
 
 
-def _classes(pred: Tensor) -> Tensor:
-    """Class per row from model outputs: argmax for ``(N, K>1)``, ``logit > 0`` for one-logit models."""
-    if pred.dim() == 2 and pred.shape[1] > 1:
-        return pred.argmax(1)
-    return (pred.reshape(pred.shape[0]) > 0).long()
-
-
 class CounterfactualDescriptorAttribution(GradientAttribution):
     r"""Explain counterfactuals with named descriptors: fit latent probes, then score descriptor changes.
 
@@ -162,7 +155,7 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
         if probes is not None:
             if not isinstance(probes, LatentProbes):
                 raise TypeError(f"`probes` must be LatentProbes; got {type(probes).__name__}")
-            probes._check_fitted()
+            probes.check_fitted()
         if attack is not None and not isinstance(attack, LatentCounterfactualAttack):
             raise TypeError(f"`attack` must be a LatentCounterfactualAttack; got {type(attack).__name__}")
         GradientAttribution.__init__(self, forward_func)
@@ -208,9 +201,7 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
 
     @property
     def probes(self) -> LatentProbes:
-        if not hasattr(self, "probes_"):
-            raise NotFittedError("This CounterfactualDescriptorAttribution is not fitted yet; call "
-                                 "`fit(images, descriptors, names)` or pass fitted `probes=` first")
+        check_fitted(self, "probes_", "`fit(images, descriptors, names)` or pass fitted `probes=`")
         return self.probes_
 
     @property
@@ -379,9 +370,9 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
                 attributions = self.probes.delta(counterfactuals.original_latents.free.detach(),
                                                  counterfactuals.latents.free.detach())
             if sources is None:
-                sources = _classes(counterfactuals.original_predictions)
+                sources = predicted_classes(counterfactuals.original_predictions)
             if targets is None:
-                targets = _classes(counterfactuals.predictions)
+                targets = predicted_classes(counterfactuals.predictions)
             if only_successful:
                 mask = counterfactuals.success
         if attributions is None or sources is None:

@@ -50,7 +50,7 @@ from captum_cfx._config import Config, Interval, Options, Satisfies
 from captum_cfx._search import ActiveSet, Step, rows_finite
 from captum_cfx._utils import index_args
 from captum_cfx.attr._base import CounterfactualMethod, Inputs
-from captum_cfx.generators.ddim import DDIMGenerator, DDIMSampler, _from_model, _to_model
+from captum_cfx.generators.ddim import DDIMGenerator, DDIMSampler, from_model_range, to_model_range
 from captum_cfx.objectives import LogitMargin, Objective, get_objective
 
 __all__ = ["DiffusionPixelCounterfactual", "PixelCounterfactualConfig", "PixelCounterfactualOutput"]
@@ -297,12 +297,12 @@ class DiffusionPixelCounterfactual(CounterfactualMethod):
     # ------------------------------------------------------------------ the filter and the inpainting
     def _noised(self, sampler: DDIMSampler, x: Tensor, eps: Tensor, t: int) -> Tensor:
         """``x`` (input range) noised to timestep ``t`` with ``eps``, in model range ``[-1, 1]``."""
-        a = sampler._alpha(t, x)
-        return a.sqrt() * _to_model(x, self.generator.input_range) + (1 - a).sqrt() * eps
+        a = sampler.alpha_bar(t, x)
+        return a.sqrt() * to_model_range(x, self.generator.input_range) + (1 - a).sqrt() * eps
 
     def _filter(self, sampler: DDIMSampler, x: Tensor, eps: Tensor) -> Tensor:
         """``F(x)``: noise to ``tau``, then DDIM back to a clean image (differentiable, checkpointed)."""
-        return _from_model(sampler.sample(self._noised(sampler, x, eps, sampler.timesteps()[-1])),
+        return from_model_range(sampler.sample(self._noised(sampler, x, eps, sampler.timesteps()[-1])),
                            self.generator.input_range)
 
     @torch.no_grad()
@@ -315,10 +315,10 @@ class DiffusionPixelCounterfactual(CounterfactualMethod):
         cur = self._noised(sampler, torch.where(mask, x_adv, x), eps, ts[-1])
         for i in range(len(ts) - 1, -1, -1):
             t, t_next = ts[i], (ts[i - 1] if i > 0 else -1)
-            cur = sampler._step(cur, None, t, t_next)  # one DDIM step, as in the filter
+            cur = sampler.step(cur, t, t_next)  # one DDIM step, as in the filter
             if t_next >= 0:
                 cur = torch.where(mask, cur, self._noised(sampler, x, eps, t_next))
-        return torch.where(mask, _from_model(cur, self.generator.input_range), x)
+        return torch.where(mask, from_model_range(cur, self.generator.input_range), x)
 
     @staticmethod
     def _mask(x: Tensor, filtered: Tensor, adv: Tensor, s: dict[str, Any]) -> Tensor:

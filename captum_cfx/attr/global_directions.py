@@ -23,9 +23,10 @@ How this implementation differs:
   about 300 renders instead of thousands on the shipped MNIST VAE.
 - **Render accounting**: every decoded image counts as one render, and so does every gradient pass
   and Hessian-vector product (one per image of a batch): :attr:`renders_`.
-- **Perceptual distance**: LPIPS downloads weights, so the default is the mean squared distance in
-  the feature space of the shipped ``mnist-oracle`` (an independent classifier); any callable
-  ``distance(images, reference) -> (N,)`` works.
+- **Perceptual distance**: LPIPS downloads weights, so any callable ``distance(images, reference) -> (N,)``
+  works; the generic default is :func:`pixel_distance` (mean squared pixel difference, any image size), and
+  the zoo's ``mnist_distance()`` (mean squared distance in the features of the shipped, independent
+  ``mnist-oracle``) is the MNIST preset that the benchmarks and ``compare`` use.
 - **Sign convention**: stored directions point *towards* the counterfactual (they descend the loss),
   so they are applied as ``z + alpha * s_i * d`` with ``s_i = +1`` for images on the source's side of
   the decision and ``-1`` for the others (the paper writes ``z - alpha * d`` with the gradient itself).
@@ -56,31 +57,43 @@ from tqdm.auto import tqdm
 
 from captum_cfx._io import load_safetensors
 from captum_cfx._utils import as_tuple, call_model, check_same_device, eval_mode, index_args
-from captum_cfx._validation import check_positive, parse_target
+from captum_cfx._validation import check_fitted, check_positive, parse_target
 from captum_cfx.attr._common import CaptumInputs, check_model_and_generator
 from captum_cfx.generators.base import Latent, LatentGenerator
 
-__all__ = ["GlobalCounterfactualDirections", "GlobalityResult", "OracleFeatureDistance", "TransferOutput"]
+__all__ = ["GlobalCounterfactualDirections", "GlobalityResult", "OracleFeatureDistance", "TransferOutput",
+           "pixel_distance"]
 
 DistanceFn = Callable[[Tensor, Tensor], Tensor]
 
 
-class OracleFeatureDistance(nn.Module):
-    """Mean squared distance between images in a feature space (default: the shipped MNIST oracle's).
+def pixel_distance(images: Tensor, reference: Tensor) -> Tensor:
+    """The generic default distance: per-image mean squared pixel difference, ``(N,)``.
 
-    A shippable stand-in for LPIPS: ``d(x, ref) = mean_k (phi_k(x) - phi_k(ref))^2`` with ``phi`` the
-    128-d penultimate layer of ``mnist-oracle``. Squared, so it is smooth at ``x = ref``.
+    Works for any image size; a perceptual distance (LPIPS with a network you pass, or
+    :class:`OracleFeatureDistance` over a domain network such as the zoo's ``mnist_distance()``) follows
+    semantic change more closely.
+    """
+    return (images - reference).pow(2).flatten(1).mean(1)
+
+
+def _flatten(images: Tensor) -> Tensor:
+    return images.flatten(1)
+
+
+class OracleFeatureDistance(nn.Module):
+    """Mean squared distance between images in a feature space (e.g. the penultimate layer of an oracle).
+
+    A shippable stand-in for LPIPS: ``d(x, ref) = mean_k (phi_k(x) - phi_k(ref))^2`` with ``phi`` the given
+    feature network (the zoo's ``mnist_distance()`` uses the 128-d penultimate layer of ``mnist-oracle``).
+    Squared, so it is smooth at ``x = ref``.
 
     Args:
-        features: a callable ``(N, C, H, W) -> (N, ...)``; ``None`` loads the shipped MNIST oracle.
+        features: a callable ``(N, C, H, W) -> (N, ...)``.
     """
 
-    def __init__(self, features: Callable[[Tensor], Tensor] | None = None) -> None:
+    def __init__(self, features: Callable[[Tensor], Tensor]) -> None:
         super().__init__()
-        if features is None:
-            from captum_cfx.metrics import mnist_features
-
-            features = mnist_features()
         if not callable(features):
             raise TypeError(f"`features` must be callable; got {type(features).__name__}")
         self.features = features
@@ -195,7 +208,8 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         classes: ``(negative, positive)`` class indices of the binary question, or ``None`` for a
             one-logit model.
         distance: ``distance(images, reference) -> (N,)`` perceptual distance; default
-            :class:`OracleFeatureDistance` (shipped MNIST oracle; 28x28 grayscale only).
+            :func:`pixel_distance` (mean squared pixel difference, any size). The zoo's
+            ``mnist_distance()`` is the MNIST preset (features of the shipped ``mnist-oracle``).
         mode: ``"white-box"`` (true gradients and HVPs, default) or ``"proxy"`` (the paper's black box).
         loss_weights: the ``(a, b)`` pairs of the loss ``a * s * score + b * distance``.
         n_hessian: h-directions per loss (top Hessian eigenvectors); 0 for g-directions only.
@@ -221,8 +235,9 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         >>> from captum_cfx.zoo import load_generator, load_pretrained
         >>> x, y = load_mnist("test")
         >>> threes = x[y == 3]
-        >>> gcd = GlobalCounterfactualDirections(load_pretrained("mnist-classifier"),
-        ...                                      load_generator("mnist-vae"), classes=(3, 8))
+        >>> from captum_cfx.zoo import mnist_distance
+        >>> gcd = GlobalCounterfactualDirections(load_pretrained("mnist-classifier"), load_generator("mnist-vae"),
+        ...                                      classes=(3, 8), distance=mnist_distance())
         >>> gcd = gcd.fit(threes[:1])
         >>> rate = gcd.globality(threes[1:41]).at(4.0)["flip_rate"]   # fraction of 40 other 3s it flips
         >>> 0.0 <= rate <= 1.0
@@ -293,7 +308,9 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         self.hvp = hvp
 
     # ------------------------------------------------------------------ the binary question
-    def _score(self, x: Tensor, extra: tuple[Any, ...] = ()) -> Tensor:
+    def score(self, x: Tensor, extra: tuple[Any, ...] = ()) -> Tensor:
+        """The binary question's score on images ``x``: ``logit[pos] - logit[neg]`` (or the single logit);
+        the decision is ``pos`` where it is ``> 0``. ``extra``: additional forward args. Shape: ``(N,)``."""
         out = call_model(self.forward_func, x, (), extra)
         if self.classes is None:
             if out.dim() == 2 and out.shape[1] == 1:
@@ -315,22 +332,15 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                            torch.full_like(positive, neg, dtype=torch.long))
 
     def _distance_fn(self) -> DistanceFn:
-        if self.distance is None:
-            shape = self.generator.image_shape
-            if shape is not None and tuple(shape) != (1, 28, 28):
-                raise ValueError("the default `distance` (shipped MNIST oracle features) needs (1, 28, 28) images; "
-                                 f"the generator makes {tuple(shape)}: pass distance=callable(images, reference)")
-            self.distance = OracleFeatureDistance()
-        return self.distance
+        return self.distance if self.distance is not None else pixel_distance
 
     def _render(self, latent: Latent, free: Tensor) -> Tensor:
         self.renders_ += int(free.shape[0])
         return self.generator.decode(latent.replace(free.reshape(free.shape[0], *latent.free.shape[1:])))
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "directions_"):
-            raise RuntimeError("this GlobalCounterfactualDirections is not fitted yet: call fit(source) first "
-                               "(or load one with from_pretrained)")
+    def check_fitted(self) -> None:
+        """Raise :class:`~captum_cfx.descriptors.NotFittedError` unless :meth:`fit` (or ``from_pretrained``) ran."""
+        check_fitted(self, "directions_", "`fit(source)` (or load one with `from_pretrained`)")
 
     # ------------------------------------------------------------------ fit
     def fit(self, source: Tensor, additional_forward_args: Any = None, generator: torch.Generator | None = None,
@@ -360,7 +370,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
             with torch.no_grad():
                 lat0 = self.generator.encode(x0).detach()
                 self.renders_ += 1
-                score0 = self._score(self.generator.decode(lat0), extra)
+                score0 = self.score(self.generator.decode(lat0), extra)
             z0 = lat0.free.reshape(1, -1)
             s = 1.0 if float(score0[0]) > 0 else -1.0
             alpha_max = self.alpha_max if self.alpha_max is not None else 1.5 * float(z0.norm())
@@ -389,7 +399,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         n = free.shape[0]
         ext = tuple(t.expand(n, *t.shape[1:]) if isinstance(t, Tensor) and t.dim() and t.shape[0] == 1 else t
                     for t in extra)
-        score = self._score(img, ext)
+        score = self.score(img, ext)
         return s * score, dist(img, x0.expand(n, *x0.shape[1:]))
 
     def _white_box_directions(self, lat0: Latent, z0: Tensor, x0: Tensor, s: float, extra: tuple[Any, ...],
@@ -521,7 +531,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
     # ------------------------------------------------------------------ use on many images
     def direction(self, which: int | str | Tensor = "best") -> Tensor:
         """A unit direction ``(D,)``: ``"best"``, an index into :attr:`directions_`, a kind name, or a tensor."""
-        self._check_fitted()
+        self.check_fitted()
         if isinstance(which, Tensor):
             v = which.reshape(-1).to(self.directions_)
             if v.numel() != self.directions_.shape[1]:
@@ -558,7 +568,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         Returns:
             :class:`TransferOutput`.
         """
-        self._check_fitted()
+        self.check_fitted()
         x = self.generator.check_images(images, "images")
         check_positive(internal_batch_size, "internal_batch_size", integer=True)
         grid = self._grid(alphas, x)
@@ -578,7 +588,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         """One pass over ``x``: encode, render every alpha, read the model (and the oracle, in the same pass).
 
         Returns the transfer output and, with an ``oracle``, its per-(image, alpha) agreement with the new
-        decision of the question and with the strict 10-way argmax (``None`` without classes).
+        decision of the question and with the strict K-way argmax (``None`` without classes).
         """
         n, a = x.shape[0], grid.numel()
         recs, cfs, used, succ, signs, c0s, c1s, flips_all, bad = [], [], [], [], [], [], [], [], []
@@ -591,7 +601,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                 eb = index_args(extra, n, sl)
                 lat = self.generator.encode(xb)
                 rec = self.generator.decode(lat)
-                score0 = self._score(rec, eb)
+                score0 = self.score(rec, eb)
                 pos0 = score0 > 0
                 src_pos = self.source_sign_ > 0
                 if tgt is None:
@@ -606,7 +616,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                 img = self.generator.decode(lat_rep.replace(zs.reshape(m * a, *lat.free.shape[1:])))
                 e_rep = tuple(t.repeat_interleave(a, 0) if isinstance(t, Tensor) and t.dim() and t.shape[0] == m
                               else t for t in eb)
-                score = self._score(img, e_rep).reshape(m, a)
+                score = self.score(img, e_rep).reshape(m, a)
                 nonfinite = ~torch.isfinite(score0) | ~torch.isfinite(score).all(1)  # flagged per image
                 pos = score > 0
                 flips = (pos != pos0[:, None]) & ~nonfinite[:, None]
@@ -672,7 +682,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         Returns:
             :class:`GlobalityResult`; ``.plot()`` draws the curve.
         """
-        self._check_fitted()
+        self.check_fitted()
         x = self.generator.check_images(images, "images")
         grid = self._grid(alphas, x)
         d = self.direction(direction)
@@ -727,7 +737,8 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         """Pairwise feature-space distances between the source's counterfactuals made by different directions.
 
         Args:
-            feature_fn: image features (default: the shipped MNIST oracle's 128-d penultimate layer).
+            feature_fn: image features (default: the pixels themselves; the zoo's ``mnist_features()``
+                is the MNIST preset).
             kinds: ``"h"`` (h-directions, default), ``"g"`` or ``"all"``.
             alpha: the step for every direction; default each direction's line-search alpha (its
                 largest grid alpha when it never flipped).
@@ -735,16 +746,14 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         Returns:
             ``(K, K)`` Euclidean distances between the counterfactuals' features.
         """
-        self._check_fitted()
+        self.check_fitted()
         if kinds not in ("h", "g", "all"):
             raise ValueError(f"`kinds` must be 'h', 'g' or 'all'; got {kinds!r}")
         idx = [i for i, k in enumerate(self.direction_kinds_) if kinds == "all" or k.startswith(kinds)]
         if not idx:
             raise ValueError(f"no fitted directions of kind {kinds!r} (n_hessian={self.n_hessian})")
         if feature_fn is None:
-            from captum_cfx.metrics import mnist_features
-
-            feature_fn = mnist_features()
+            feature_fn = _flatten
         imgs = self.source_counterfactuals(idx, alpha)
         with torch.no_grad():
             f = feature_fn(imgs).flatten(1)
@@ -753,7 +762,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
     @torch.no_grad()
     def source_counterfactuals(self, indices: Sequence[int] | None = None, alpha: float | None = None) -> Tensor:
         """The source's counterfactual per direction (at its line-search alpha unless ``alpha`` is given)."""
-        self._check_fitted()
+        self.check_fitted()
         idx = list(range(self.directions_.shape[0])) if indices is None else list(indices)
         alphas = torch.tensor([alpha if alpha is not None else (self.scores_[i]["alpha"] if self.scores_[i]["flipped"]
                                else float(self.alphas_[-1])) for i in idx], dtype=self.z0_.dtype,
@@ -765,7 +774,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, path: str | Path) -> None:
         """Write ``config.json`` + ``model.safetensors`` (directions, source latent) to a folder."""
-        self._check_fitted()
+        self.check_fitted()
         from safetensors.torch import save_file
 
         p = Path(path)

@@ -28,10 +28,9 @@ from captum.attr import PerturbationAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from captum_cfx._utils import as_tuple, call_model, eval_mode
+from captum_cfx._utils import as_tuple, call_model, eval_mode, predicted_classes
 from captum_cfx._validation import format_inputs, parse_target
 from captum_cfx.attr._common import check_model_and_generator, generate_on, like_inputs
-from captum_cfx.attr.descriptor import _classes
 from captum_cfx.attr.output import CounterfactualOutput
 from captum_cfx.descriptors.probes import LatentProbes, logit
 from captum_cfx.generators.base import LatentGenerator
@@ -108,7 +107,7 @@ class InterFaceGANEdit(PerturbationAttribution):
         check_model_and_generator(forward_func, generator)
         if not isinstance(probes, LatentProbes):
             raise TypeError(f"`probes` must be LatentProbes; got {type(probes).__name__}")
-        probes._check_fitted()
+        probes.check_fitted()
         PerturbationAttribution.__init__(self, forward_func)
         self.generator = generator
         self.probes = probes
@@ -201,7 +200,7 @@ class InterFaceGANEdit(PerturbationAttribution):
             pred = call_model(self.forward_func, edited, others, extra)
         k = pred.shape[1] if pred.dim() == 2 else None
         tgt = parse_target(target, n, k if k and k > 1 else None, x.device)
-        c0, c1 = _classes(pred0), _classes(pred)
+        c0, c1 = predicted_classes(pred0), predicted_classes(pred)
         success = (c1 == tgt) if tgt is not None else (c1 != c0)
         return CounterfactualOutput(
             counterfactuals=edited, latents=lat, original_latents=lat0, reconstructions=recon,

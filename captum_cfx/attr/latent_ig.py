@@ -354,7 +354,7 @@ class LatentIntegratedGradients(GradientAttribution):
             gcd = direction
             v = gcd.direction("best").to(x.device, x.dtype)
             with torch.no_grad():
-                pos = gcd._score(self.generator.decode(lat), extra) > 0
+                pos = gcd.score(self.generator.decode(lat), extra) > 0
             sign = torch.where(pos == (gcd.source_sign_ > 0), 1.0, -1.0).to(x.dtype)
             d = sign[:, None] * v[None]
         elif isinstance(direction, Tensor):

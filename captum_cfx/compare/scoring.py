@@ -63,7 +63,7 @@ def score_counterfactuals(task: Task, res: CFResult) -> tuple[dict[str, Any], Te
         "fid": fid(x, cf, task.features).value if len(x) >= 2 else None,
         "sfid": sfid(x, cf, task.features, generator=g).value if len(x) >= 4 else None,
         "manifold_distance": manifold_distance(task.generator, cf).value if task.generator is not None else None,
-        "cout": None if task.regression else cout(task.model, x, cf, task.sources, task.goals).value,
+        "cout": None if task.regression else cout(task.model, x, cf, task.sources, target=task.goals).value,
         "seconds_per_cf": seconds_per_counterfactual(res.seconds, len(x)),
         "steps_per_cf": steps_per_counterfactual(res.n_steps).value if res.n_steps is not None else None,
         "seconds": res.seconds,

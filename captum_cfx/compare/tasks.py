@@ -35,7 +35,7 @@ class Task:
             proximity, manifold distance, latent methods), or ``None``.
         seed: seed of the stochastic steps.
         tolerance: regression: the largest ``|f(x') - goal|`` that counts as reached; ``None`` for classifiers.
-        distance: perceptual distance for GCD (``None``: its default, MNIST oracle features).
+        distance: perceptual distance for GCD (``None``: its generic default, the pixel distance).
         fit_images, fit_descriptors, descriptor_names: data that fitted methods learn from (latent probes,
             GCD sources), never the task's images; binary descriptor table ``(M, k)``.
         class_edit: class -> (descriptor, target probability) for InterFaceGAN's edit towards that class.
@@ -108,13 +108,9 @@ def _pixel_mse(images: Tensor, reference: Tensor) -> Tensor:
 
 def _interleaved_mnist(n: int) -> tuple[Tensor, Tensor]:
     """The first ``n`` test digits in class-interleaved order (0, 1, ..., 9, 0, ...), as ``captum-cfx explain``."""
-    from captum_cfx.datasets import load_mnist
+    from captum_cfx.datasets import interleaved_mnist
 
-    x, y = load_mnist("test")
-    if not 0 < n <= len(x):
-        raise ValueError(f"`n` must be in 1..{len(x)} for MNIST; got {n}")
-    order = torch.argsort(torch.arange(len(y)) % 100 * 10 + y, stable=True)
-    return x[order[:n]], y[order[:n]]
+    return interleaved_mnist(n)
 
 
 def _mirror(y: Tensor) -> Tensor:
@@ -130,8 +126,7 @@ def predict(model: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 1000
 
 def _mnist_task(n: int, dev: torch.device) -> Task:
     from captum_cfx.datasets import load_mnist
-    from captum_cfx.metrics import mnist_features
-    from captum_cfx.zoo import load_generator, load_pretrained
+    from captum_cfx.zoo import load_generator, load_pretrained, mnist_distance, mnist_features
 
     x, y = _interleaved_mnist(n)
     xf, yf = load_mnist("train")
@@ -139,7 +134,7 @@ def _mnist_task(n: int, dev: torch.device) -> Task:
         name="mnist", family="mnist", images=x.to(dev), sources=y.to(dev), goals=((y + 1) % 10).to(dev),
         model=load_pretrained("mnist-classifier").to(dev), oracle=load_pretrained("mnist-oracle").to(dev),
         features=mnist_features().to(dev), generator=load_generator("mnist-vae").to(dev),
-        fit_images=xf.to(dev), fit_descriptors=F.one_hot(yf, 10).float(),
+        distance=mnist_distance().to(dev), fit_images=xf.to(dev), fit_descriptors=F.one_hot(yf, 10).float(),
         descriptor_names=tuple(f"digit_{k}" for k in range(10)),
         class_edit={k: (f"digit_{k}", 0.75) for k in range(10)},
         description=f"{n} embedded MNIST test digits (class-interleaved), mnist-classifier, target = label + 1; "
@@ -148,8 +143,8 @@ def _mnist_task(n: int, dev: torch.device) -> Task:
 
 def _world_tasks(n: int, dev: torch.device, shipped: set[str]) -> list[Task]:
     from captum_cfx.datasets import AttributeWorld
-    from captum_cfx.metrics import intervention_effects, world_features
-    from captum_cfx.zoo import load_generator, load_pretrained
+    from captum_cfx.metrics import intervention_effects
+    from captum_cfx.zoo import load_generator, load_pretrained, world_features
 
     world = AttributeWorld()
     x, f = world.sample(n, generator=torch.Generator().manual_seed(SEEDS["world"]))
@@ -180,8 +175,7 @@ def _world_tasks(n: int, dev: torch.device, shipped: set[str]) -> list[Task]:
 
 def _squares_task(n: int, dev: torch.device, shipped: set[str]) -> Task:
     from captum_cfx.datasets import Squares
-    from captum_cfx.metrics import squares_features
-    from captum_cfx.zoo import load_generator, load_pretrained
+    from captum_cfx.zoo import load_generator, load_pretrained, squares_features
 
     sq = Squares()
     x, _, f = sq.sample(n, generator=torch.Generator().manual_seed(SEEDS["squares"]))

@@ -13,8 +13,12 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-__all__ = ["load_mnist"]
+__all__ = ["IMAGE_SHAPE", "NUM_CLASSES", "interleaved_mnist", "load_mnist"]
 
+#: ``(C, H, W)`` of an MNIST digit
+IMAGE_SHAPE = (1, 28, 28)
+#: digit classes
+NUM_CLASSES = 10
 _TRAIN_PER_CLASS = 400
 
 
@@ -47,7 +51,7 @@ def _split_indices() -> tuple[np.ndarray, np.ndarray]:
     _, y = _raw()
     rng = np.random.RandomState(0)
     train, test = [], []
-    for c in range(10):
+    for c in range(NUM_CLASSES):
         idx = np.flatnonzero(y == c)
         idx = idx[rng.permutation(len(idx))]
         train.append(idx[:_TRAIN_PER_CLASS])
@@ -83,6 +87,24 @@ def load_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     else:
         tr, te = _split_indices()
         idx = tr if split == "train" else te
-    images = torch.from_numpy(X[idx].astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    images = torch.from_numpy(X[idx].astype(np.float32) / 255.0).reshape(-1, *IMAGE_SHAPE)
     labels = torch.from_numpy(y[idx].astype(np.int64))
     return images, labels
+
+
+def interleaved_mnist(n: int, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` digits of a split in class-interleaved order (0, 1, ..., 9, 0, 1, ...).
+
+    The splits are class-sorted, so their first ``n`` digits would all be zeros; this is the order
+    ``captum-cfx explain``, ``compare`` and the gallery explain.
+
+    Shape:
+        - images: ``(n, 1, 28, 28)`` in ``[0, 1]``; labels: ``(n,)``.
+    """
+    x, y = load_mnist(split)
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= len(x):
+        raise ValueError(f"`n` must be an int in 1..{len(x)}; got {n!r}")
+    per_class = len(x) // NUM_CLASSES
+    order = torch.argsort(torch.arange(len(y)) % per_class * NUM_CLASSES + y, stable=True)
+    idx = order[:n]
+    return x[idx], y[idx]

@@ -57,7 +57,7 @@ class ProbeConceptClassifier(Classifier):
     def __init__(self, probes: LatentProbes, concepts: dict[int, str | int]) -> None:
         if not isinstance(probes, LatentProbes):
             raise TypeError(f"`probes` must be fitted LatentProbes; got {type(probes).__name__}")
-        probes._check_fitted()
+        probes.check_fitted()
         if not isinstance(concepts, dict) or not concepts:
             raise TypeError(f"`concepts` must be a non-empty dict {{concept_id: descriptor}}; got {concepts!r}")
         self.probes = probes

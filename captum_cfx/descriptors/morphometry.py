@@ -24,7 +24,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import distance_transform_edt
 from torch import Tensor
 
 __all__ = ["MORPHOMETRY_NAMES", "Morphometry", "measure_morphometry"]
@@ -104,6 +103,7 @@ def measure_morphometry(images: Tensor, threshold: float = 0.5, scale: int = 4) 
     width = torch.where(empty, torch.zeros_like(width), width)
     height = torch.where(empty, torch.zeros_like(height), height)
 
+    from scipy.ndimage import distance_transform_edt
     from skimage.morphology import skeletonize
 
     length = torch.zeros(mask.shape[0])

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.figure import Figure
 from torch import Tensor
+
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
 __all__ = ["plot_descriptor_bars", "plot_global_descriptors"]
 
@@ -40,6 +43,8 @@ def plot_descriptor_bars(deltas: Tensor, names: Sequence[str], titles: Sequence[
     Shape:
         - deltas: ``(N, k_total)``; images: ``(N, 2, H, W)`` in ``[0, 1]``.
     """
+    import matplotlib.pyplot as plt
+
     if not isinstance(deltas, Tensor) or deltas.dim() != 2 or deltas.shape[1] != len(names):
         raise ValueError(f"`deltas` must be (N, {len(names)}) to match `names`; got "
                          f"{getattr(deltas, 'shape', type(deltas).__name__)}")
@@ -83,6 +88,8 @@ def plot_global_descriptors(values: Tensor, names: Sequence[str], transitions: S
         max_panels: panels drawn (the transitions with the most counterfactuals).
         k: bars per panel.
     """
+    import matplotlib.pyplot as plt
+
     if not isinstance(values, Tensor) or values.dim() != 2 or values.shape[1] != len(names):
         raise ValueError(f"`values` must be (T, {len(names)}); got {getattr(values, 'shape', type(values).__name__)}")
     if len(transitions) != values.shape[0] or values.shape[0] == 0:

@@ -19,14 +19,11 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from captum_cfx._io import load_safetensors
+from captum_cfx._validation import NotFittedError, check_fitted
 
 __all__ = ["LatentProbes", "NotFittedError"]
 
 KINDS = ("binary", "continuous")
-
-
-class NotFittedError(ValueError, AttributeError):
-    """Raised when a probe-based object is used before ``fit`` (like scikit-learn's ``NotFittedError``)."""
 
 
 def _as_2d(value: Any, argument: str) -> Tensor:
@@ -200,17 +197,16 @@ class LatentProbes:
         return self
 
     # ------------------------------------------------------------------ using
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "weight_"):
-            raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call `fit(latents, descriptors)` "
-                                 "or load one with `from_pretrained(dir)` first")
+    def check_fitted(self) -> None:
+        """Raise :class:`NotFittedError` unless :meth:`fit` (or ``from_pretrained``) has run."""
+        check_fitted(self, "weight_", "`fit(latents, descriptors)` or load one with `from_pretrained(dir)`")
 
     @property
     def is_fitted(self) -> bool:
         return hasattr(self, "weight_")
 
     def _flat(self, latents: Tensor, argument: str) -> Tensor:
-        self._check_fitted()
+        self.check_fitted()
         if hasattr(latents, "free") and not isinstance(latents, Tensor):  # a captum_cfx Latent
             latents = latents.free
         if not isinstance(latents, Tensor):
@@ -252,7 +248,7 @@ class LatentProbes:
 
     def standardize(self, values: Tensor) -> Tensor:
         """Put raw descriptor values ``(N, k)`` in the probes' units (continuous columns standardised)."""
-        self._check_fitted()
+        self.check_fitted()
         v = _as_2d(values, "values")
         if v.shape[1] != len(self.names_):
             raise ValueError(f"`values` must have {len(self.names_)} columns; got {v.shape[1]}")
@@ -261,7 +257,7 @@ class LatentProbes:
 
     def index(self, descriptor: str | int) -> int:
         """Column index of a descriptor given by name or index."""
-        self._check_fitted()
+        self.check_fitted()
         if isinstance(descriptor, str):
             if descriptor not in self.names_:
                 raise ValueError(f"`descriptor` must be one of {self.names_}; got {descriptor!r}")
@@ -273,7 +269,7 @@ class LatentProbes:
 
     def normals(self) -> Tensor:
         """Unit normals of the probes' decision hyperplanes, ``(k, d)`` float32."""
-        self._check_fitted()
+        self.check_fitted()
         w = self.weight_
         return (w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
 
@@ -289,7 +285,7 @@ class LatentProbes:
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` (names, kinds, scores, settings) and ``model.safetensors`` (the probes)."""
-        self._check_fitted()
+        self.check_fitted()
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         cfg = {"class": type(self).__name__, "C": self.C, "alpha": self.alpha, "test_size": self.test_size,

@@ -67,7 +67,8 @@ class DDIMSampler(torch.nn.Module):
         ts = torch.linspace(0, top, self.num_inference_steps + 1).round().long().tolist()[1:]
         return sorted(set(ts)) or [top]
 
-    def _alpha(self, t: int, ref: Tensor) -> Tensor:
+    def alpha_bar(self, t: int, ref: Tensor) -> Tensor:
+        """The scheduler's cumulative ``alpha_bar_t`` (1 for ``t = -1``, the clean image), on ``ref``'s device/dtype."""
         if t < 0:
             return torch.ones((), device=ref.device, dtype=ref.dtype)
         return self.scheduler.alphas_cumprod[t].to(device=ref.device, dtype=ref.dtype)
@@ -80,9 +81,9 @@ class DDIMSampler(torch.nn.Module):
             return out.to(x.dtype)
         return self.unet(x, tt, class_labels=cond).sample
 
-    def _step(self, x: Tensor, cond: Tensor | None, t: int, t_next: int) -> Tensor:
+    def step(self, x: Tensor, t: int, t_next: int, *, cond: Tensor | None = None) -> Tensor:
         """Move ``x`` from timestep ``t`` to ``t_next`` (either direction) with the eps predicted at ``t``."""
-        a_t, a_n = self._alpha(t, x), self._alpha(t_next, x)
+        a_t, a_n = self.alpha_bar(t, x), self.alpha_bar(t_next, x)
         e = self.eps(x, max(t, 0), cond)  # t = -1 is the clean image; its eps is queried at step 0
         x0 = (x - (1 - a_t).sqrt() * e) / a_t.sqrt()
         return a_n.sqrt() * x0 + (1 - a_n).sqrt() * e
@@ -92,11 +93,12 @@ class DDIMSampler(torch.nn.Module):
             needs_grad = x.requires_grad or (cond is not None and cond.requires_grad)
             if self.checkpoint and torch.is_grad_enabled() and needs_grad:
                 if cond is None:
-                    x = _checkpoint(lambda a, t=t, tn=t_next: self._step(a, None, t, tn), x, use_reentrant=False)
+                    x = _checkpoint(lambda a, t=t, tn=t_next: self.step(a, t, tn), x, use_reentrant=False)
                 else:
-                    x = _checkpoint(lambda a, c, t=t, tn=t_next: self._step(a, c, t, tn), x, cond, use_reentrant=False)
+                    x = _checkpoint(lambda a, c, t=t, tn=t_next: self.step(a, t, tn, cond=c), x, cond,
+                                      use_reentrant=False)
             else:
-                x = self._step(x, cond, t, t_next)
+                x = self.step(x, t, t_next, cond=cond)
         return x
 
     def sample(self, x_T: Tensor, cond: Tensor | None = None) -> Tensor:
@@ -113,15 +115,17 @@ class DDIMSampler(torch.nn.Module):
         with torch.no_grad():
             x = x0
             for t, t_next in pairs:
-                x = self._step(x, cond, t, t_next)
+                x = self.step(x, t, t_next, cond=cond)
         return x
 
 
-def _to_model(x: Tensor, rng: tuple[float, float]) -> Tensor:
+def to_model_range(x: Tensor, rng: tuple[float, float]) -> Tensor:
+    """Images from their range ``rng`` to the diffusion model's ``[-1, 1]``."""
     return (x - rng[0]) / (rng[1] - rng[0]) * 2 - 1
 
 
-def _from_model(x: Tensor, rng: tuple[float, float]) -> Tensor:
+def from_model_range(x: Tensor, rng: tuple[float, float]) -> Tensor:
+    """Images from the diffusion model's ``[-1, 1]`` (clamped) back to the range ``rng``."""
     return (x.clamp(-1, 1) + 1) / 2 * (rng[1] - rng[0]) + rng[0]
 
 
@@ -167,10 +171,10 @@ class DDIMGenerator(LatentGenerator):
 
     def encode(self, x: Tensor) -> Latent:
         self.check_images(x, "x")
-        return Latent(self.sampler.invert(_to_model(x, self.input_range)))
+        return Latent(self.sampler.invert(to_model_range(x, self.input_range)))
 
     def decode(self, latent: Latent | Tensor) -> Tensor:
-        return _from_model(self.sampler.sample(self._as_latent(latent).free), self.input_range)
+        return from_model_range(self.sampler.sample(self._as_latent(latent).free), self.input_range)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write ``unet/`` and ``scheduler/`` with diffusers' ``save_pretrained`` plus ``captum_cfx.json``."""

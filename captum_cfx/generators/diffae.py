@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_cfx.generators.base import Latent, LatentGenerator, require_range
-from captum_cfx.generators.ddim import DDIMSampler, _from_model, _to_model
+from captum_cfx.generators.ddim import DDIMSampler, from_model_range, to_model_range
 
 __all__ = ["DiffusionAutoencoder", "SemanticEncoder"]
 
@@ -91,19 +91,19 @@ class DiffusionAutoencoder(LatentGenerator):
     def encode_semantic(self, x: Tensor) -> Tensor:
         """``z_sem`` only (no inversion), ``(N, z_dim)``."""
         self.check_images(x, "x")
-        return self.encoder(_to_model(x, self.input_range))
+        return self.encoder(to_model_range(x, self.input_range))
 
     def encode(self, x: Tensor) -> Latent:
         z = self.encode_semantic(x)
         with torch.no_grad():
-            x_T = self.sampler.invert(_to_model(x, self.input_range), self.cond(z))
+            x_T = self.sampler.invert(to_model_range(x, self.input_range), self.cond(z))
         return Latent(z, {"x_T": x_T})
 
     def decode(self, latent: Latent | Tensor) -> Tensor:
         lat = self._as_latent(latent)
         if "x_T" not in lat.fixed:
             raise ValueError("`latent` must carry fixed['x_T'] (from encode or vary); got only a semantic code")
-        return _from_model(self.sampler.sample(lat.fixed["x_T"], self.cond(lat.free)), self.input_range)
+        return from_model_range(self.sampler.sample(lat.fixed["x_T"], self.cond(lat.free)), self.input_range)
 
     def vary(self, z_sem: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Decode each ``z_sem`` with ``n`` fresh Gaussian ``x_T``: ``(N * n, C, H, W)``."""

@@ -223,9 +223,9 @@ class GANGenerator(LatentGenerator):
             in the latent's fixed part (zeros when decoding a bare tensor).
         input_range: value range of the generator's images.
         image_shape: ``(C, H, W)``; when given, a probe decode checks it and the latent size.
-        feature_network: callable ``images -> features`` for the perceptual term; ``"auto"`` (default)
-            takes the shipped ``mnist-oracle``'s penultimate features for ``(1, 28, 28)`` images and no
-            feature term otherwise; ``None`` for pixel loss only.
+        feature_network: callable ``images -> features`` for the perceptual term; ``None`` (default) for
+            pixel loss only. The zoo's ``mnist-gan`` preset passes the shipped ``mnist-oracle``'s
+            penultimate layer.
         feature_weight: weight of the feature distance (the mnist-oracle features' mean squared distances
             are on the scale of pixel ones; 0.3 gave the best class preservation on the shipped GAN).
         pixel_weight: weight of the pixel mean squared error in the loss (0 with a feature network: a
@@ -283,7 +283,7 @@ class GANGenerator(LatentGenerator):
         noise_shapes: Mapping[str, tuple[int, ...]] | None = None,
         input_range: tuple[float, float] | None = (0.0, 1.0),
         image_shape: tuple[int, int, int] | None = None,
-        feature_network: Callable[[Tensor], Tensor] | str | None = "auto",
+        feature_network: Callable[[Tensor], Tensor] | None = None,
         feature_weight: float = _INVERSION.feature_weight,
         pixel_weight: float = _INVERSION.pixel_weight,
         num_starts: int = _INVERSION.num_starts,
@@ -382,18 +382,8 @@ class GANGenerator(LatentGenerator):
     def _resolve_features(self, feature_network: Any) -> Callable[[Tensor], Tensor] | None:
         if feature_network is None:
             return None
-        if isinstance(feature_network, str):
-            if feature_network != "auto":
-                raise ValueError(f"`feature_network` must be a callable, 'auto' or None; got {feature_network!r}")
-            if self.image_shape != (1, 28, 28):
-                return None
-            from captum_cfx.zoo import load_pretrained
-
-            oracle = load_pretrained("mnist-oracle").requires_grad_(False)
-            self._feature_module = oracle.to(self.device)
-            return oracle.features
         if not callable(feature_network):
-            raise TypeError(f"`feature_network` must be callable, 'auto' or None; got {type(feature_network).__name__}")
+            raise TypeError(f"`feature_network` must be callable or None; got {type(feature_network).__name__}")
         if isinstance(feature_network, nn.Module):
             self._feature_module = feature_network
         return feature_network

@@ -25,10 +25,8 @@ from captum_cfx.metrics.realism import (
     fid,
     knn_distance,
     manifold_distance,
-    mnist_features,
+    pooled_pixels,
     sfid,
-    squares_features,
-    world_features,
 )
 
 __all__ = [
@@ -45,15 +43,13 @@ __all__ = [
     "latent_proximity",
     "manifold_distance",
     "mnac",
-    "mnist_features",
     "oracle_agreement",
+    "pooled_pixels",
     "proximity",
     "right_factor_rate",
     "seconds_per_counterfactual",
     "sfid",
     "sparsity",
-    "squares_features",
     "steps_per_counterfactual",
     "validity",
-    "world_features",
 ]

@@ -1,9 +1,9 @@
 """Ground-truth scoring in the synthetic worlds: which factors a counterfactual changed, and by how much.
 
 Originals and counterfactuals are both *read* with the same instruments: pixel measurements where a
-factor sits at a known place (every squares factor; the attribute world's background hue) and the
-shipped attribute oracle otherwise. A factor counts as changed when a binary reading flips, a
-continuous reading moves by more than ``tolerance``, or a position moves by at least one pixel. MNAC
+factor sits at a known place (every squares factor; the attribute world's background hue) and an attribute
+oracle (passed in; the zoo ships ``world-oracle``) otherwise. A factor counts as changed when a binary reading
+flips, a continuous reading moves by more than ``tolerance``, or a position moves by at least one pixel. MNAC
 (mean number of attributes changed) counts the changed factors other than the ones the
 counterfactual was asked to change. :func:`intervention_effects` gives the ground truth of what a classifier
 depends on (its decision under single-factor interventions), and :func:`right_factor_rate` scores
@@ -115,8 +115,8 @@ def factor_changes(world: AttributeWorld | Squares, originals: Tensor, counterfa
         originals, counterfactuals: ``(N, 3, S, S)`` images in ``[0, 1]``.
         oracle: attribute oracle for the attribute world (a module with ``predict`` like
             :class:`~captum_cfx.zoo.world_models.WorldOracle`, or a callable returning one logit per
-            factor); default the shipped ``"world-oracle"``. Unused for squares, whose factors are all
-            measured from pixels.
+            factor), e.g. the zoo's ``"world-oracle"``; required for the attribute world, unused for
+            squares, whose factors are all measured from pixels.
         tolerance: a continuous factor (in ``[0, 1]`` units) changed when it moved by more than this.
         analytic: read the attribute world's background hue from the corner pixel instead of the oracle.
         batch_size: oracle batch size.
@@ -149,9 +149,8 @@ def factor_changes(world: AttributeWorld | Squares, originals: Tensor, counterfa
         return FactorChanges(names, before, after, delta, changed)
     if isinstance(world, AttributeWorld):
         if oracle is None:
-            from captum_cfx.zoo import load_pretrained
-
-            oracle = load_pretrained("world-oracle").to(originals.device)
+            raise ValueError("`oracle` is required for the attribute world: an attribute oracle such as the zoo's "
+                             "load_pretrained('world-oracle'); got None")
         before = _read_world(world, originals, oracle, analytic, batch_size)
         after = _read_world(world, counterfactuals, oracle, analytic, batch_size)
         delta = after - before

@@ -1,10 +1,10 @@
-"""Realism judged independently of the explained model, in a domain feature space that ships with us.
+"""Realism judged independently of the explained model, in a feature space you choose.
 
-LPIPS and Inception-FID download weights; here the default feature networks are the penultimate layers
-of the shipped independent judges (``mnist-oracle``, ``world-oracle``, ``squares-oracle``), and any user
-network works. FID and sFID go through torchmetrics' ``FrechetInceptionDistance(feature=...)``: the
-feature module carries ``num_features``, so torchmetrics neither probes it with a 299x299 dummy image
-nor loads Inception weights.
+LPIPS and Inception-FID download weights; here any user feature network works, the default is generic
+(:func:`pooled_pixels`, any image size), and the zoo's presets (``captum_cfx.zoo.mnist_features``,
+``world_features``, ``squares_features``) are the penultimate layers of the shipped independent judges.
+FID and sFID go through torchmetrics' ``FrechetInceptionDistance(feature=...)``: the feature module carries
+``num_features``, so torchmetrics neither probes it with a 299x299 dummy image nor loads Inception weights.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_cfx.metrics.basic import MetricResult
 
-__all__ = ["FeatureNet", "domain_fid", "fid", "knn_distance", "manifold_distance", "mnist_features", "sfid",
-           "squares_features", "world_features"]
+__all__ = ["FeatureNet", "domain_fid", "fid", "knn_distance", "manifold_distance", "pooled_pixels", "sfid"]
 
 
 class FeatureNet(nn.Module):
@@ -44,29 +44,20 @@ class FeatureNet(nn.Module):
         return self.fn(x).flatten(1)
 
 
-def mnist_features() -> FeatureNet:
-    """The default MNIST feature network: the shipped ``mnist-oracle``'s penultimate layer (128-d)."""
-    from captum_cfx.zoo import load_pretrained
+def pooled_pixels(channels: int, size: int = 8) -> FeatureNet:
+    """The generic default feature network: each channel average-pooled to ``size x size`` pixels.
 
-    oracle = load_pretrained("mnist-oracle")
-    return FeatureNet(oracle.features, oracle.num_features, oracle).eval()
+    Works for any image size and channel count and downloads nothing; distances in it are blurred pixel
+    distances (a data set's own network, e.g. :func:`captum_cfx.zoo.mnist_features`, judges realism better).
 
-
-def world_features() -> FeatureNet:
-    """Attribute-world features: the shipped ``world-oracle``'s penultimate layer (128-d)."""
-    from captum_cfx.zoo import load_pretrained
-
-    oracle = load_pretrained("world-oracle")
-    return FeatureNet(oracle.body, oracle.head.in_features, oracle).eval()
-
-
-def squares_features() -> FeatureNet:
-    """Squares features: the shipped ``squares-oracle``'s pooled convolution features (32-d)."""
-    from captum_cfx.zoo import load_pretrained
-
-    oracle = load_pretrained("squares-oracle")
-    body = oracle.net[:-1]
-    return FeatureNet(body, oracle.net[-1].in_features, oracle).eval()
+    Shape:
+        - input: ``(N, channels, H, W)``; output: ``(N, channels * size * size)``.
+    """
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
+        raise ValueError(f"`channels` must be a positive int; got {channels!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ValueError(f"`size` must be a positive int; got {size!r}")
+    return FeatureNet(lambda x: F.adaptive_avg_pool2d(x, size), channels * size * size)
 
 
 @torch.no_grad()
@@ -83,12 +74,13 @@ def knn_distance(images: Tensor, reference: Tensor, feature_net: Callable[[Tenso
     the median. ``exclude_self`` drops zero-distance matches (when ``images`` are in ``reference``).
     ``reference`` may be given as its features under the same ``feature_net`` (a 2-D tensor), so that a
     large reference set is embedded once for several calls.
+    ``feature_net`` defaults to :func:`pooled_pixels` (generic); pass your domain's feature network.
 
     Shape:
         - images: ``(N, C, H, W)``; reference: ``(M, C, H, W)`` images or ``(M, F)`` features, with
           ``M >= k``; ``values``: ``(N,)``.
     """
-    net = feature_net if feature_net is not None else mnist_features()
+    net = feature_net if feature_net is not None else pooled_pixels(_channels(images))
     fa = _features(net, images)
     fr = reference if reference.dim() == 2 else _features(net, reference)
     if fr.dim() != 2 or fr.shape[1] != fa.shape[1] or len(fr) < k:
@@ -101,9 +93,13 @@ def knn_distance(images: Tensor, reference: Tensor, feature_net: Callable[[Tenso
     return MetricResult.of(vals, agg="median")
 
 
-def _check_feature_net(feature_net: Any) -> nn.Module:
+def _channels(x: Any) -> int:
+    return int(x.shape[1]) if isinstance(x, Tensor) and x.dim() == 4 else 1
+
+
+def _check_feature_net(feature_net: Any, images: Any) -> nn.Module:
     if feature_net is None:
-        return mnist_features()
+        return pooled_pixels(_channels(images))
     if not isinstance(feature_net, nn.Module):
         raise TypeError(f"`feature_net` must be an nn.Module with `num_features` (e.g. a FeatureNet); got "
                         f"{type(feature_net).__name__}")
@@ -150,7 +146,7 @@ def fid(real: Tensor, fake: Tensor, feature_net: nn.Module | None = None, batch_
     Args:
         real, fake: image batches in the feature network's input range (at least 2 each).
         feature_net: an ``nn.Module`` with an int ``num_features`` (e.g. :class:`FeatureNet`); default
-            :func:`mnist_features`.
+            :func:`pooled_pixels` (generic; pass your domain's network, e.g. ``captum_cfx.zoo.mnist_features()``).
         batch_size: images per feature batch.
 
     Shape:
@@ -165,7 +161,7 @@ def fid(real: Tensor, fake: Tensor, feature_net: nn.Module | None = None, batch_
         >>> round(fid(real, real + 0.5, net).value, 4)                  # only the mean moved: 0.5 ** 2
         0.25
     """
-    net = _check_feature_net(feature_net)
+    net = _check_feature_net(feature_net, real)
     _check_images(real, "real", 2)
     _check_images(fake, "fake", 2)
     value = _fid_value(net, real, fake, batch_size)
@@ -177,7 +173,7 @@ def domain_fid(real: Tensor, fake: Tensor, feature_net: nn.Module | None = None)
 
     Args:
         real, fake: image batches ``(N, C, H, W)`` in the feature network's input range.
-        feature_net: a module with ``num_features``; default :func:`mnist_features`.
+        feature_net: a module with ``num_features``; default :func:`pooled_pixels`.
     """
     return fid(real, fake, feature_net).value
 
@@ -204,7 +200,7 @@ def sfid(originals: Tensor, counterfactuals: Tensor, feature_net: nn.Module | No
     Shape:
         - originals, counterfactuals: ``(N, C, H, W)``; ``values``: ``(n_splits,)``, one sFID per split.
     """
-    net = _check_feature_net(feature_net)
+    net = _check_feature_net(feature_net, originals)
     _check_images(originals, "originals", 4)
     _check_images(counterfactuals, "counterfactuals", 4)
     if originals.shape != counterfactuals.shape:

@@ -219,6 +219,17 @@ def load_pretrained(name: str, weights_dir: str | Path | None = None) -> nn.Modu
     return _build_checked(cfg, wd / f"{name}.safetensors").eval()
 
 
+def generator_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
+    """The wrapper's keyword arguments from a zoo generator spec: lists become tuples, and a
+    ``feature_network`` named by a string becomes that preset network (:mod:`captum_cfx.zoo.presets`)."""
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "wrapper"}
+    if isinstance(kwargs.get("feature_network"), str):
+        from captum_cfx.zoo.presets import feature_network
+
+        kwargs["feature_network"] = feature_network(kwargs["feature_network"])
+    return kwargs
+
+
 def load_generator(name: str = "mnist-vae", weights_dir: str | Path | None = None) -> Any:
     """Load a shipped generative model, wrapped in the generator protocol.
 
@@ -242,5 +253,5 @@ def load_generator(name: str = "mnist-vae", weights_dir: str | Path | None = Non
         raise ValueError(f"`name`: the 'generator' entry of {name}.json must be an object; got {type(spec).__name__}")
     wrapper = _resolve_wrapper(spec.get("wrapper"))
     _check_value({k: v for k, v in spec.items() if k != "wrapper"}, "generator")
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "wrapper"}
+    kwargs = generator_kwargs(spec)
     return wrapper(load_pretrained(name, wd), **kwargs).eval()

@@ -11,7 +11,7 @@ Models:
 
 from __future__ import annotations
 
-from captum_cfx.zoo.recipes_worlds import _eval_world_vae, _train_world_vae
+from captum_cfx.zoo.recipes_worlds import eval_world_vae, train_world_vae
 from captum_cfx.zoo.train import Recipe
 
 __all__ = ["RECIPES"]
@@ -20,7 +20,7 @@ __all__ = ["RECIPES"]
 RECIPES: dict[str, Recipe] = {
     "world-vae-disjoint": Recipe(
         "WorldVAE", {"latent_dim": 64, "width": 16}, seed=141, epochs=25,
-        train=_train_world_vae, evaluate=_eval_world_vae,
+        train=train_world_vae, evaluate=eval_world_vae,
         targets={"oracle_factor_agreement_on_reconstructions": 0.90},
         generator={"wrapper": "VAEGenerator", "input_range": [0, 1], "image_shape": [3, 32, 32]},
     ),

@@ -94,14 +94,13 @@ def _eval_gan(model: nn.Module, n: int = 200) -> dict:
     """Classifier accuracy on projections of ``n`` test digits (evenly spaced: the split is class-sorted)."""
     from captum_cfx.generators import GANGenerator
     from captum_cfx.zoo import load_pretrained
+    from captum_cfx.zoo._registry import generator_kwargs
 
     x, y = load_mnist("test")
     idx = torch.linspace(0, len(x) - 1, n).long()
     x, y = x[idx], y[idx]
     clf = load_pretrained("mnist-classifier")
-    spec = {k: tuple(v) if isinstance(v, list) else v for k, v in RECIPES["mnist-gan"].generator.items()
-            if k != "wrapper"}
-    gan = GANGenerator(model, **spec).eval()
+    gan = GANGenerator(model, **generator_kwargs(RECIPES["mnist-gan"].generator)).eval()
     lat = gan.encode(x)
     with torch.no_grad():
         proj = gan.decode(lat)
@@ -124,7 +123,8 @@ RECIPES: dict[str, Recipe] = {
         train=lambda r, e: train_gan(r.seed, e, r.config),
         evaluate=_eval_gan, targets={"classifier_accuracy_on_projections": 0.9},
         generator={"wrapper": "GANGenerator", "latent_space": "w", "input_range": [0.0, 1.0],
-                   "image_shape": [1, 28, 28], "steps": 150, "lr": 0.1, "feature_weight": 0.3,
+                   "image_shape": [1, 28, 28], "steps": 150, "lr": 0.1,
+                   "feature_network": "mnist-oracle", "feature_weight": 0.3,
                    "error_threshold": 0.05},
     ),
 }

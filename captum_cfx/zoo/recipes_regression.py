@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_cfx.datasets import Squares
-from captum_cfx.zoo.train import Recipe, _epochs_loop
+from captum_cfx.zoo.train import Recipe, epochs_loop
 
 __all__ = ["RECIPES"]
 
@@ -41,7 +41,7 @@ def _train_squares_vae(r: Recipe, epochs: int, sigma: float = 0.05) -> nn.Module
         kl = -0.5 * (1 + logvar - mean.pow(2) - logvar.exp()).sum()
         return (rec + kl) / len(idx)
 
-    _epochs_loop(model, epochs, 3e-3, STEPS_PER_EPOCH * BATCH, BATCH, g, step, "SquaresVAE")
+    epochs_loop(model, step, epochs=epochs, lr=3e-3, n=STEPS_PER_EPOCH * BATCH, batch=BATCH, g=g, log="SquaresVAE")
     return model.eval()
 
 

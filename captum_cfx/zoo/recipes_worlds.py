@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_cfx.datasets import AttributeWorld, Squares
-from captum_cfx.zoo.train import Recipe, _epochs_loop
+from captum_cfx.zoo.train import Recipe, epochs_loop
 
 __all__ = ["RECIPES", "smile_split", "world_test_set"]
 
@@ -73,7 +73,7 @@ def _train_oracle(r: Recipe, epochs: int) -> nn.Module:
         x, f = world.sample(len(idx), generator=g)
         return F.binary_cross_entropy_with_logits(model(_world_augment(x, g)), f)
 
-    _epochs_loop(model, epochs, 3e-3, STEPS_PER_EPOCH * BATCH, BATCH, g, step, "WorldOracle")
+    epochs_loop(model, step, epochs=epochs, lr=3e-3, n=STEPS_PER_EPOCH * BATCH, batch=BATCH, g=g, log="WorldOracle")
     return model.eval()
 
 
@@ -98,7 +98,7 @@ def _eval_oracle(model: nn.Module) -> dict:
     return out
 
 
-def _train_world_vae(r: Recipe, epochs: int, beta: float = 0.1) -> nn.Module:
+def train_world_vae(r: Recipe, epochs: int, beta: float = 0.1) -> nn.Module:
     from captum_cfx.zoo._registry import resolve_class
 
     torch.manual_seed(r.seed)
@@ -114,11 +114,11 @@ def _train_world_vae(r: Recipe, epochs: int, beta: float = 0.1) -> nn.Module:
         kl = -0.5 * (1 + logvar - mean.pow(2) - logvar.exp()).sum()
         return (rec + beta * kl) / len(idx)
 
-    _epochs_loop(model, epochs, 3e-3, STEPS_PER_EPOCH * BATCH, BATCH, g, step, "WorldVAE")
+    epochs_loop(model, step, epochs=epochs, lr=3e-3, n=STEPS_PER_EPOCH * BATCH, batch=BATCH, g=g, log="WorldVAE")
     return model.eval()
 
 
-def _eval_world_vae(model: nn.Module) -> dict:
+def eval_world_vae(model: nn.Module) -> dict:
     from captum_cfx.zoo import load_pretrained
 
     x, f = world_test_set()
@@ -144,7 +144,7 @@ def _train_smile(r: Recipe, epochs: int, agreement: float | None) -> nn.Module:
     def step(idx: Tensor) -> Tensor:
         return F.cross_entropy(model(x[idx]), y[idx])
 
-    _epochs_loop(model, epochs, 2e-3, len(x), 64, g, step, "WorldClassifier")
+    epochs_loop(model, step, epochs=epochs, lr=2e-3, n=len(x), batch=64, g=g, log="WorldClassifier")
     return model.eval()
 
 
@@ -180,7 +180,8 @@ def _train_squares(r: Recipe, epochs: int) -> nn.Module:
         x, y, _ = world.sample(len(idx), generator=g)
         return F.mse_loss(model(x)[:, 0], y)
 
-    _epochs_loop(model, epochs, 3e-3, STEPS_PER_EPOCH * BATCH, BATCH, g, step, "SquaresRegressor")
+    epochs_loop(model, step, epochs=epochs, lr=3e-3, n=STEPS_PER_EPOCH * BATCH, batch=BATCH, g=g,
+                log="SquaresRegressor")
     return model.eval()
 
 
@@ -198,7 +199,7 @@ RECIPES: dict[str, Recipe] = {
     ),
     "world-vae": Recipe(
         "WorldVAE", {"latent_dim": 64, "width": 16}, seed=41, epochs=25,
-        train=_train_world_vae, evaluate=_eval_world_vae,
+        train=train_world_vae, evaluate=eval_world_vae,
         targets={"oracle_factor_agreement_on_reconstructions": 0.90},
         generator={"wrapper": "VAEGenerator", "input_range": [0, 1], "image_shape": [3, 32, 32]},
     ),

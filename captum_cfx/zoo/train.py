@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
+from captum_cfx._io import save_safetensors_atomic, write_json_atomic
 from captum_cfx.datasets import load_mnist
 from captum_cfx.zoo import models as _models
 
@@ -59,8 +59,10 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 50
     return correct / len(x)
 
 
-def _epochs_loop(model: nn.Module, epochs: int, lr: float, n: int, batch: int, g: torch.Generator,
-                 step: Callable[[torch.Tensor], torch.Tensor], log: str) -> None:
+def epochs_loop(model: nn.Module, step: Callable[[torch.Tensor], torch.Tensor], *, epochs: int, lr: float, n: int,
+                batch: int, g: torch.Generator, log: str) -> None:
+    """Train ``model`` for ``epochs`` passes over ``n`` examples in shuffled batches: Adam + one-cycle schedule,
+    ``step(indices) -> loss``; one log line per epoch, prefixed with ``log``."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * math.ceil(n / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
@@ -89,7 +91,7 @@ def train_classifier(seed: int, epochs: int, cls: type[nn.Module], config: dict,
     def step(idx: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(model(random_affine(x[idx], g)), y[idx], label_smoothing=label_smoothing)
 
-    _epochs_loop(model, epochs, lr, len(x), 64, g, step, cls.__name__)
+    epochs_loop(model, step, epochs=epochs, lr=lr, n=len(x), batch=64, g=g, log=cls.__name__)
     return model.eval()
 
 
@@ -107,7 +109,7 @@ def train_vae(seed: int, epochs: int, config: dict, beta: float = 1.0, lr: float
         kl = -0.5 * (1 + logvar - mean.pow(2) - logvar.exp()).sum()
         return (rec + beta * kl) / len(idx)
 
-    _epochs_loop(model, epochs, lr, len(x), 64, g, step, "MNISTVAE")
+    epochs_loop(model, step, epochs=epochs, lr=lr, n=len(x), batch=64, g=g, log="MNISTVAE")
     return model.eval()
 
 
@@ -188,9 +190,7 @@ def save_model(name: str, model: nn.Module, recipe: Recipe, metrics: dict, secon
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()
              if v.is_floating_point()}
     state.update({k: v.detach().contiguous() for k, v in model.state_dict().items() if not v.is_floating_point()})
-    tmp = out / f".{name}.safetensors.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(out / f"{name}.safetensors")
+    save_safetensors_atomic(state, out / f"{name}.safetensors")
     extra = {"generator": recipe.generator} if recipe.generator else {}
     cfg = {"class": recipe.cls, "config": recipe.config, **extra, "seed": recipe.seed,
            "epochs": epochs or recipe.epochs, **({"train_kwargs": recipe.train_kwargs} if recipe.train_kwargs else {}),
@@ -200,9 +200,7 @@ def save_model(name: str, model: nn.Module, recipe: Recipe, metrics: dict, secon
     else:
         name_ = torch.cuda.get_device_name() if str(device).startswith("cuda") else str(device)
         cfg.update(train_seconds=round(seconds, 1), train_device=name_)
-    tmpj = out / f".{name}.json.tmp"
-    tmpj.write_text(json.dumps(cfg, indent=2) + "\n")
-    tmpj.replace(out / f"{name}.json")
+    write_json_atomic(out / f"{name}.json", cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,87 @@
+"""Import time of ``captum_cfx`` against ``captum.attr``, each in fresh interpreters, in one run.
+
+Every statement runs in its own new ``python -c`` process (so nothing is cached in ``sys.modules``), the
+statements interleaved round by round so that machine load hits them alike; the figure is the median of
+``--repeats`` wall times measured inside the process around the statement alone (interpreter start-up
+excluded). Also recorded: which heavy modules each statement leaves in ``sys.modules``.
+
+    python benchmarks/import_time.py             # 9 repeats, writes benchmarks/results/import_time_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from _common import emit
+
+ROOT = Path(__file__).resolve().parent.parent
+STATEMENTS = {
+    "import torch": "import torch",
+    "import captum.attr": "import captum.attr",
+    "import captum_cfx": "import captum_cfx",
+    "from captum_cfx import LatentCounterfactualAttack": "from captum_cfx import LatentCounterfactualAttack",
+}
+HEAVY = ("torch", "captum.attr", "captum.concept", "matplotlib.pyplot", "scipy.ndimage", "sklearn", "diffusers")
+PROBE = """
+import json, sys, time
+t0 = time.perf_counter()
+{stmt}
+t1 = time.perf_counter()
+print(json.dumps({{"seconds": t1 - t0, "loaded": [m for m in {heavy!r} if m in sys.modules]}}))
+"""
+
+
+def measure(stmt: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", PROBE.format(stmt=stmt, heavy=HEAVY)], env=env, cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(r: dict) -> str:
+    base = r["median_seconds"]["import captum.attr"]
+    lines = ["| statement | median s | min s | x `import captum.attr` | heavy modules loaded |",
+             "|---|---|---|---|---|"]
+    for name in STATEMENTS:
+        med, lo = r["median_seconds"][name], min(r["seconds"][name])
+        lines.append(f"| `{name}` | {med:.3f} | {lo:.3f} | {med / base:.2f} | {', '.join(r['loaded'][name]) or '-'} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=9)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "import_time_cpu.json")
+    a = p.parse_args()
+    seconds: dict[str, list[float]] = {k: [] for k in STATEMENTS}
+    loaded: dict[str, list[str]] = {}
+    measure("import torch")  # warm the file system cache once, unrecorded
+    for _ in range(a.repeats):
+        for name, stmt in STATEMENTS.items():
+            res = measure(stmt)
+            seconds[name].append(round(res["seconds"], 4))
+            loaded[name] = res["loaded"]
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    result = {
+        "repeats": a.repeats,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "seconds": seconds,
+        "median_seconds": med,
+        "loaded": loaded,
+        "ratio_import_captum_cfx_to_captum_attr": med["import captum_cfx"] / med["import captum.attr"],
+        "ratio_public_api_to_captum_attr":
+            med["from captum_cfx import LatentCounterfactualAttack"] / med["import captum.attr"],
+    }
+    emit(result, a.out, table)
+
+
+if __name__ == "__main__":
+    main()
