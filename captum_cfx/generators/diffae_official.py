@@ -32,7 +32,7 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from captum_cfx.generators._beatgans import BeatGANsAutoencoder, map_official_state_dict
 from captum_cfx.generators.base import Latent, LatentGenerator
-from captum_cfx.generators.ddim import _from_model, _to_model
+from captum_cfx.generators.ddim import from_model_range, to_model_range
 
 __all__ = [
     "CELEBAHQ_ATTRIBUTES",
@@ -260,17 +260,17 @@ class OfficialDiffusionAutoencoder(LatentGenerator):
     def encode_semantic(self, x: Tensor) -> Tensor:
         """``z_sem`` only (no inversion), ``(N, style_ch)``."""
         self.check_images(x, "x")
-        return self.model.encode(_to_model(x, self.input_range))
+        return self.model.encode(to_model_range(x, self.input_range))
 
     def encode(self, x: Tensor) -> Latent:
         z = self.encode_semantic(x)
-        return Latent(z, {"x_T": self.encode_stochastic(_to_model(x, self.input_range), z.detach())})
+        return Latent(z, {"x_T": self.encode_stochastic(to_model_range(x, self.input_range), z.detach())})
 
     def decode(self, latent: Latent | Tensor) -> Tensor:
         lat = self._as_latent(latent)
         if "x_T" not in lat.fixed:
             raise ValueError("`latent` must carry fixed['x_T'] (from encode or vary); got only a semantic code")
-        return _from_model(self.render(lat.fixed["x_T"], lat.free), self.input_range)
+        return from_model_range(self.render(lat.fixed["x_T"], lat.free), self.input_range)
 
     def vary(self, z_sem: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Decode each ``z_sem`` with ``n`` fresh Gaussian ``x_T``: ``(N * n, C, H, W)``."""
