@@ -266,7 +266,7 @@ def _explain_digits(a: argparse.Namespace) -> int:
     # descriptor probes encode 1,000 training digits; a GAN encodes by optimisation, which takes minutes
     skip_desc = a.no_descriptors or isinstance(gen, GANGenerator)
     desc = None if skip_desc else _explain_descriptors(model, gen, out_cpu, xtr, metrics)
-    paths = write_report(Path(a.out), x, y, targets, out_cpu, metrics)
+    paths = write_report(Path(a.out), x, y, targets, result=out_cpu, metrics=metrics)
     if desc is not None:
         from captum_cfx.report import append_descriptor_report
 
@@ -297,8 +297,6 @@ def _explain_descriptors(model: Any, gen: Any, out_cpu: Any, xtr: torch.Tensor,
     from captum_cfx import CounterfactualDescriptorAttribution
     from captum_cfx.descriptors import Morphometry, sign_agreement
 
-    if tuple(gen.image_shape or ()) != tuple(out_cpu.counterfactuals.shape[1:]):
-        return None  # Morpho-MNIST measures digits: only with a generator made for them
     morpho = Morphometry(scale=2)  # 2x upsampling: 5x faster than 4x, same sign agreement (benchmarks)
     aux = xtr[::4]
     cda = CounterfactualDescriptorAttribution(model, gen)

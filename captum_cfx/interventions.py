@@ -147,7 +147,7 @@ class LatentIntervention(ABC):
         return z + self._shift(z, c)
 
     @torch.no_grad()
-    def do(self, latents: Tensor, attribute: str | int, value: float | Tensor, mode: str = "contrastive",
+    def do(self, latents: Tensor, attribute: str | int, value: float | Tensor, *, mode: str = "contrastive",
            state: Tensor | None = None) -> Tensor:
         """Set ``attribute`` to presence ``value`` in every latent.
 
@@ -244,7 +244,7 @@ class LinearDirections(LatentIntervention):
     """
 
     def __init__(self, probes: LatentProbes, latents: Tensor | None = None,
-                 thresholds: Mapping[str, float] | None = None, confidence: float = 0.95, scale: float = 4.0,
+                 thresholds: Mapping[str, float] | None = None, *, confidence: float = 0.95, scale: float = 4.0,
                  quantile: float = 0.5) -> None:
         if not isinstance(probes, LatentProbes):
             raise TypeError(f"`probes` must be fitted LatentProbes; got {type(probes).__name__}")
@@ -375,7 +375,7 @@ class ShiftPredictor(LatentIntervention):
         self.classifier: Callable[[Tensor], Tensor] | None = None
 
     def fit(self, latents: Tensor, classifier: Callable[[Tensor], Tensor] | LatentProbes,
-            names: Sequence[str] | None = None, steps: int = 1000, batch_size: int = 256, lr: float = 1e-3,
+            names: Sequence[str] | None = None, *, steps: int = 1000, batch_size: int = 256, lr: float = 1e-3,
             generator: torch.Generator | None = None, thresholds: Mapping[str, float] | None = None) -> ShiftPredictor:
         """Train ``S`` on shifts of ``latents`` judged by ``classifier``.
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["append_descriptor_report", "write_json_atomic", "write_report"]
 
 
-def write_report(out_dir: Path, inputs: Tensor, labels: Tensor, targets: Tensor, result: CounterfactualOutput,
+def write_report(out_dir: Path, inputs: Tensor, labels: Tensor, targets: Tensor, *, result: CounterfactualOutput,
                  metrics: dict[str, Any], title: str = "captum-cfx explain", max_rows: int = 8) -> dict[str, Path]:
     """Write ``grid.png``, ``metrics.json`` and ``report.md`` into ``out_dir``; return their paths."""
     import matplotlib.pyplot as plt
@@ -38,7 +38,7 @@ def write_report(out_dir: Path, inputs: Tensor, labels: Tensor, targets: Tensor,
     rows = [f"{int(labels[i])}→{int(targets[i])} ({'ok' if result.success[i] else 'fail'}, pred {int(pred[i])})"
             for i in idx]
     fig = counterfactual_grid(inputs[idx].cpu(), result.reconstructions[idx].cpu(),
-                              result.counterfactuals[idx].cpu(), maps[idx].cpu(), rows, max_rows=max_rows)
+                              result.counterfactuals[idx].cpu(), maps[idx].cpu(), row_labels=rows, max_rows=max_rows)
     grid = out_dir / "grid.png"
     fig.savefig(grid, dpi=110)
     plt.close(fig)
@@ -56,7 +56,7 @@ def write_report(out_dir: Path, inputs: Tensor, labels: Tensor, targets: Tensor,
 
 
 def append_descriptor_report(out_dir: Path, explanation: Any, global_attr: Any, row_labels: list[str],
-                             max_rows: int = 6) -> dict[str, Path]:
+                             *, max_rows: int = 6) -> dict[str, Path]:
     """Add descriptor bars (per counterfactual) and a global chart (per class transition) to ``report.md``.
 
     Args:
@@ -78,7 +78,7 @@ def append_descriptor_report(out_dir: Path, explanation: Any, global_attr: Any, 
     fig.savefig(bars, dpi=110)
     plt.close(fig)
     fig = plot_global_descriptors(global_attr.values, global_attr.descriptor_names, global_attr.transitions,
-                                  global_attr.counts, global_attr.stderr)
+                                  global_attr.counts, stderr=global_attr.stderr)
     glob = out_dir / "descriptor_global.png"
     fig.savefig(glob, dpi=110)
     plt.close(fig)

@@ -719,7 +719,7 @@ def write_run_figures(out_dir: str | Path, generator: Any, cfg: RunConfig, max_r
         recon = generator.reconstruct(x.to(dev)).cpu()
     cf = d["counterfactuals"][rows]
     labels = [f"{int(d['labels'][i])}→{int(d['targets'][i])}" for i in rows] if "targets" in d else None
-    fig = counterfactual_grid(x, recon, cf, cf - recon, labels, max_rows=max_rows)
+    fig = counterfactual_grid(x, recon, cf, cf - recon, row_labels=labels, max_rows=max_rows)
     path = out / "grid.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -21,7 +21,7 @@ def _hwc(t: Tensor) -> np.ndarray:
 
 
 def plot_attribution(attribution: Tensor, image: Tensor | None = None, title: str | None = None,
-                     ax: plt.Axes | None = None, sign: str = "all") -> Figure:
+                     ax: plt.Axes | None = None, *, sign: str = "all") -> Figure:
     """Draw one ``(C, H, W)`` attribution map as a heat map with Captum's ``visualize_image_attr``.
 
     Captum raises on an all-zero map (nothing to normalise); that case (no change was needed) is
@@ -51,7 +51,7 @@ def plot_attribution(attribution: Tensor, image: Tensor | None = None, title: st
 
 
 def counterfactual_grid(originals: Tensor, reconstructions: Tensor, counterfactuals: Tensor, maps: Tensor,
-                        row_labels: Sequence[str] | None = None, max_rows: int = 8) -> Figure:
+                        *, row_labels: Sequence[str] | None = None, max_rows: int = 8) -> Figure:
     """A grid: original | reconstruction | counterfactual | difference map (one row per image).
 
     Shape:

@@ -149,7 +149,7 @@ def test_zoo_diffusion_weights_round_trip_through_load_generator(tmp_path, kind)
     recipe = _tiny_recipe(kind, config)
     torch.manual_seed(0)
     weights = resolve_class(recipe.cls)(**config)
-    save_model("tiny", weights, recipe, {}, 0.0, tmp_path)
+    save_model("tiny", weights, recipe, {}, seconds=0.0, out=tmp_path)
     loaded = load_pretrained("tiny", tmp_path)
     for (k, a), b in zip(weights.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a.half().float(), b), k

@@ -122,15 +122,15 @@ def test_cout_known_answers():
     xc[0, 0, 0, 0] = 1.0  # the decisive pixel changed most (1.0 vs 0.4): inserted in the first chunk
     x[1, 0, 0, 0], xc[1] = 0.4, 1.0  # it changed least (0.6 vs 1.0): inserted in the last chunk
     src, tgt = torch.tensor([0, 0]), torch.tensor([1, 1])
-    res = cout(step_model, x, xc, src, tgt)
+    res = cout(step_model, x, xc, src, target=tgt)
     # first: target curve 0, 1, ..., 1 -> AUC (0.5 + 49) / 50 = 0.99; source 0.01; COUT 0.98
     # last:  target curve 0, ..., 0, 1 -> AUC 0.5 / 50 = 0.01; source 0.99; COUT -0.98
     assert res.values.tolist() == pytest.approx([0.98, -0.98], abs=1e-5)
     assert res.value == pytest.approx(0.0, abs=1e-5)
-    pt, ps = cout_curves(step_model, x, xc, src, tgt)
+    pt, ps = cout_curves(step_model, x, xc, src, target=tgt)
     assert pt.shape == ps.shape == (2, 51)
     assert torch.allclose(pt + ps, torch.ones_like(pt))
-    assert cout(step_model, x, xc, src, tgt, batch_size=1).values.tolist() == pytest.approx(res.values.tolist())
+    assert cout(step_model, x, xc, src, target=tgt, batch_size=1).values.tolist() == pytest.approx(res.values.tolist())
 
 
 def test_cout_linear_model_and_binary_logit():
@@ -139,7 +139,7 @@ def test_cout_linear_model_and_binary_logit():
         return torch.stack([torch.log(1 - p), torch.log(p)], 1)
 
     x, xc = torch.zeros(1, 3, 5, 5), torch.ones(1, 3, 5, 5)
-    assert cout(mean_model, x, xc, torch.tensor([0]), torch.tensor([1]), n_chunks=25).value == pytest.approx(
+    assert cout(mean_model, x, xc, torch.tensor([0]), target=torch.tensor([1]), n_chunks=25).value == pytest.approx(
         0.0, abs=1e-4)
 
     def one_logit(x):
@@ -147,7 +147,7 @@ def test_cout_linear_model_and_binary_logit():
 
     x1, xc1 = torch.zeros(1, 1, 10, 10), torch.full((1, 1, 10, 10), 0.5)
     xc1[0, 0, 0, 0] = 1.0
-    assert cout(one_logit, x1, xc1, torch.tensor([0]), torch.tensor([1])).value == pytest.approx(0.98, abs=1e-5)
+    assert cout(one_logit, x1, xc1, torch.tensor([0]), target=torch.tensor([1])).value == pytest.approx(0.98, abs=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- the rest
@@ -207,13 +207,13 @@ def test_right_factor_rate_and_interventions():
         (lambda: sfid(torch.rand(4, 2, 1, 1), torch.rand(4, 2, 1, 1), IDENTITY2, n_splits=0), ValueError,
          "`n_splits`"),
         (lambda: cout(step_model, torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5), torch.tensor([0]),
-                      torch.tensor([1])), ValueError, "shape of `originals`"),
+                      target=torch.tensor([1])), ValueError, "shape of `originals`"),
         (lambda: cout(step_model, torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), torch.tensor([0.0]),
-                      torch.tensor([1])), ValueError, "`source`"),
+                      target=torch.tensor([1])), ValueError, "`source`"),
         (lambda: cout(step_model, torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), torch.tensor([0]),
-                      torch.tensor([2])), ValueError, r"\[0, 1\]"),
+                      target=torch.tensor([2])), ValueError, r"\[0, 1\]"),
         (lambda: cout(step_model, torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), torch.tensor([0]),
-                      torch.tensor([1]), n_chunks=0), ValueError, "`n_chunks`"),
+                      target=torch.tensor([1]), n_chunks=0), ValueError, "`n_chunks`"),
         (lambda: latent_proximity(object(), torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)), TypeError,
          "`generator`"),
         (lambda: oracle_agreement(lambda x: x, torch.zeros(2, 1, 2, 2), torch.zeros(3)), ValueError, "`targets`"),

@@ -230,8 +230,9 @@ def test_world_vae_keeps_the_factors(faces, oracle):
 @torch.no_grad()
 def test_planted_spurious_correlation_shows_with_the_shipped_weights():
     world = AttributeWorld()
-    xc, fc = world.sample_correlated(1000, "smile", "eyeglasses", 0.9, generator=gen(777))  # like the training data
-    xd, fd = world.sample_correlated(1000, "smile", "eyeglasses", 0.5, generator=gen(778))  # decorrelated
+    # like the training data, then decorrelated
+    xc, fc = world.sample_correlated(1000, "smile", "eyeglasses", agreement=0.9, generator=gen(777))
+    xd, fd = world.sample_correlated(1000, "smile", "eyeglasses", agreement=0.5, generator=gen(778))
     assert abs(float((fc[:, 3] == fc[:, 4]).float().mean()) - 0.9) < 0.03
     assert abs(float((fd[:, 3] == fd[:, 4]).float().mean()) - 0.5) < 0.05
 

@@ -50,7 +50,7 @@ agree = oracle_agreement(oracle, out.counterfactuals, target, out.success).value
 print(f"independent oracle sees the target in {agree:.1%}")
 maps = out.counterfactuals - out.reconstructions
 fig = counterfactual_grid(x, out.reconstructions, out.counterfactuals, maps,
-                          [f"{int(a)}→{int(b)}" for a, b in zip(y, target)], max_rows=4)"""),
+                          row_labels=[f"{int(a)}→{int(b)}" for a, b in zip(y, target)], max_rows=4)"""),
     ("md", """## Next to Captum's gradient attributions
 Integrated gradients and saliency say which pixels the logit of the *target* class is sensitive to;
 the counterfactual map says which pixels had to change, and how, for the model to predict it."""),

@@ -71,7 +71,8 @@ print(f"oracle error |o(x') - y~| {(o - out.goals).abs().mean():.3f}; "
       f"background and position unchanged in {kept.float().mean():.0%}")
 print(f"fraction of pixels changed > 0.1: {sparsity(out.counterfactuals, x).value:.3f}")
 labels = [f"{a:.2f} → {b:.2f}" for a, b in zip(y.tolist(), out.predictions[:, 0].tolist())]
-fig = counterfactual_grid(x, out.reconstructions, out.counterfactuals, out.counterfactuals - x, labels, max_rows=4)"""),
+fig = counterfactual_grid(x, out.reconstructions, out.counterfactuals, out.counterfactuals - x, row_labels=labels,
+                          max_rows=4)"""),
     ("md", """## Larger changes need more steps
 The seed's second finding: the further the target, the larger the change. Asking the same images for
 increasing changes shows the number of steps (and the number of pixels changed) growing with `|y~ - y|`."""),
@@ -107,7 +108,7 @@ Outside the returned mask the counterfactual is the input, bit for bit."""),
     m = pout.masks.expand_as(x[:k])
     print(f"success {pout.success_rate:.0%}; mask covers {pout.masks.float().mean():.1%} of the pixels")
     print("outside the mask, bit-identical to the input:", torch.equal(pout.counterfactuals[~m], x[:k][~m]))
-    fig = counterfactual_grid(x[:k], x[:k], pout.counterfactuals, pout.counterfactuals - x[:k],
+    fig = counterfactual_grid(x[:k], x[:k], pout.counterfactuals, pout.counterfactuals - x[:k], row_labels=
                               [f"{a:.2f} → {b:.2f}" for a, b in zip(y[:k].tolist(), pout.predictions[:, 0].tolist())])
 else:
     print("squares-ddpm is not among the shipped weights of this installation; see docs/regression.md")"""),

@@ -196,7 +196,7 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
         if descriptors is None:
             raise ValueError("`descriptors` is required: an (N, k) array of descriptor values")
         z = self.encode(images) if images is not None else latents
-        self.probes_ = LatentProbes(**probe_kwargs).fit(z, descriptors, names, kinds)
+        self.probes_ = LatentProbes(**probe_kwargs).fit(z, descriptors, names, kinds=kinds)
         return self
 
     @property

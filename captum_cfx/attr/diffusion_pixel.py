@@ -287,8 +287,8 @@ class DiffusionPixelCounterfactual(CounterfactualMethod):
         obj = get_objective(objective) if objective is not None else LogitMargin(cfg.margin)
         batch = self._prepare(inputs, target, additional_forward_args, obj)
         base = self.generator.sampler
-        sampler = DDIMSampler(base.unet, base.scheduler, filter_steps, float(noise_level), base.checkpoint,
-                              base.autocast)
+        sampler = DDIMSampler(base.unet, base.scheduler, filter_steps, encode_level=float(noise_level),
+                              checkpoint=base.checkpoint, autocast=base.autocast)
         settings = {**cfg.to_dict(), "step_size": float(step_size), "mask_threshold": float(mask_threshold),
                     "rng": generator, "progress": progress}
         return PixelCounterfactualOutput.cat(self._per_chunk(

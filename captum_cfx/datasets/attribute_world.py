@@ -191,7 +191,7 @@ class AttributeWorld:
         return t.clone()
 
     def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None,
-               do: Mapping[str, object] | None = None) -> WorldSample:
+               *, do: Mapping[str, object] | None = None) -> WorldSample:
         """Draw ``n`` faces by ancestral sampling of the causal graph, optionally under interventions.
 
         Args:
@@ -219,7 +219,7 @@ class AttributeWorld:
             f[:, i] = self._do_values(do, n, name, f) if name in do else _mechanism(name, f, u[:, i])
         return WorldSample(self.render(f), f)
 
-    def sample_correlated(self, n: int, label: str = "smile", spurious: str = "eyeglasses", agreement: float = 0.9,
+    def sample_correlated(self, n: int, label: str = "smile", spurious: str = "eyeglasses", *, agreement: float = 0.9,
                           generator: torch.Generator | None = None, device: torch.device | str | None = None
                           ) -> WorldSample:
         """Draw a split with a planted correlation: ``spurious`` equals ``label`` with probability ``agreement``.
@@ -241,7 +241,7 @@ class AttributeWorld:
                            do={label: y, spurious: agree * y + (1 - agree) * (1 - y)})
 
     def intervene(self, factors: Tensor, do: Mapping[str, object], generator: torch.Generator | None = None,
-                  causal: bool = True) -> Tensor:
+                  *, causal: bool = True) -> Tensor:
         """A new factor table after ``do(...)``.
 
         ``causal=True`` redraws the descendants of the intervened factors from their mechanisms (fresh

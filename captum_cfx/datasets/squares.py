@@ -111,7 +111,7 @@ class Squares:
         return (p - self.margin) / (1 - 2 * self.margin)
 
     def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None,
-               intensity: Tensor | None = None) -> SquaresSample:
+               *, intensity: Tensor | None = None) -> SquaresSample:
         """Draw ``n`` images with uniform factors.
 
         Args:

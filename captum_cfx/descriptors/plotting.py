@@ -29,7 +29,7 @@ def _bars(ax: plt.Axes, values: np.ndarray, names: Sequence[str], k: int, err: n
 
 
 def plot_descriptor_bars(deltas: Tensor, names: Sequence[str], titles: Sequence[str] | None = None, k: int = 6,
-                         images: Tensor | None = None, max_rows: int = 6) -> Figure:
+                         *, images: Tensor | None = None, max_rows: int = 6) -> Figure:
     """Signed top-``k`` descriptor changes for each of the first ``max_rows`` counterfactuals.
 
     Args:
@@ -75,7 +75,7 @@ def plot_descriptor_bars(deltas: Tensor, names: Sequence[str], titles: Sequence[
 
 
 def plot_global_descriptors(values: Tensor, names: Sequence[str], transitions: Sequence[tuple[int, int]],
-                            counts: Tensor | None = None, stderr: Tensor | None = None,
+                            counts: Tensor | None = None, *, stderr: Tensor | None = None,
                             max_panels: int = 6, k: int = 6) -> Figure:
     """One signed bar chart per class transition (a ``GlobalDescriptorAttribution``'s rows).
 

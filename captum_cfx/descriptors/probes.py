@@ -85,7 +85,7 @@ class LatentProbes:
         torch.Size([3, 2])
     """
 
-    def __init__(self, C: float = 1.0, alpha: float = 1.0, test_size: float = 0.2, random_state: int = 0,
+    def __init__(self, C: float = 1.0, alpha: float = 1.0, test_size: float = 0.2, *, random_state: int = 0,
                  standardize_latents: bool = False) -> None:
         if not (isinstance(C, (int, float)) and C > 0):
             raise ValueError(f"`C` must be a number > 0; got {C!r}")
@@ -101,7 +101,7 @@ class LatentProbes:
 
     # ------------------------------------------------------------------ fitting
     def fit(self, latents: Tensor | np.ndarray, descriptors: Tensor | np.ndarray,
-            names: Sequence[str] | None = None, kinds: Sequence[str] | str | None = None) -> LatentProbes:
+            names: Sequence[str] | None = None, *, kinds: Sequence[str] | str | None = None) -> LatentProbes:
         """Fit one probe per descriptor column.
 
         Args:

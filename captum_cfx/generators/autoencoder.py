@@ -53,7 +53,7 @@ class AutoencoderGenerator(LatentGenerator):
 
     def __init__(self, encoder: Callable[[Tensor], object], decoder: Callable[[Tensor], Tensor],
                  input_range: tuple[float, float] | None = (0.0, 1.0),
-                 image_shape: tuple[int, int, int] | None = None) -> None:
+                 *, image_shape: tuple[int, int, int] | None = None) -> None:
         super().__init__(input_range, image_shape)
         for name, fn in (("encoder", encoder), ("decoder", decoder)):
             if not callable(fn):
@@ -111,7 +111,7 @@ class VAEGenerator(AutoencoderGenerator):
             if not callable(getattr(vae, m, None)):
                 raise TypeError(f"`vae` must have callable `encode` and `decode` methods; "
                                 f"{type(vae).__name__} has no `{m}`")
-        super().__init__(vae.encode, vae.decode, input_range, None)
+        super().__init__(vae.encode, vae.decode, input_range, image_shape=None)
         self.vae = vae  # registered first, so that the probe sees the VAE's device and dtype
         if image_shape is not None:
             self.image_shape = self._check_image_shape(image_shape)

@@ -39,7 +39,7 @@ class DDIMSampler(torch.nn.Module):
         autocast: ``None`` or a dtype (``torch.bfloat16``/``torch.float16``) for the UNet on CUDA.
     """
 
-    def __init__(self, unet: Any, scheduler: Any, num_inference_steps: int = 10, encode_level: float = 1.0,
+    def __init__(self, unet: Any, scheduler: Any, num_inference_steps: int = 10, *, encode_level: float = 1.0,
                  checkpoint: bool = True, autocast: torch.dtype | None = None) -> None:
         super().__init__()
         from diffusers import DDIMScheduler, UNet2DModel
@@ -156,11 +156,12 @@ class DDIMGenerator(LatentGenerator):
         torch.Size([2, 1, 8, 8])
     """
 
-    def __init__(self, unet: Any, scheduler: Any, num_inference_steps: int = 10, encode_level: float = 1.0,
+    def __init__(self, unet: Any, scheduler: Any, num_inference_steps: int = 10, *, encode_level: float = 1.0,
                  checkpoint: bool = True, autocast: torch.dtype | None = None,
                  input_range: tuple[float, float] = (0.0, 1.0)) -> None:
         require_range(input_range, type(self).__name__)
-        sampler = DDIMSampler(unet, scheduler, num_inference_steps, encode_level, checkpoint, autocast)
+        sampler = DDIMSampler(unet, scheduler, num_inference_steps, encode_level=encode_level,
+                              checkpoint=checkpoint, autocast=autocast)
         c, s = unet.config.in_channels, unet.config.sample_size
         super().__init__(input_range, (c, s, s) if isinstance(s, int) else None)
         self.sampler = sampler

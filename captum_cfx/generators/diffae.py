@@ -65,7 +65,7 @@ class DiffusionAutoencoder(LatentGenerator):
         - decode: ``Latent -> (N, C, H, W)`` in ``input_range``.
     """
 
-    def __init__(self, encoder: nn.Module, unet: Any, scheduler: Any, z_dim: int, num_inference_steps: int = 10,
+    def __init__(self, encoder: nn.Module, unet: Any, scheduler: Any, *, z_dim: int, num_inference_steps: int = 10,
                  checkpoint: bool = True, autocast: torch.dtype | None = None,
                  input_range: tuple[float, float] = (0.0, 1.0), encode_level: float = 1.0) -> None:
         from diffusers import UNet2DModel
@@ -82,7 +82,8 @@ class DiffusionAutoencoder(LatentGenerator):
         self.z_dim = int(z_dim)
         temb = unet.config.block_out_channels[0] * 4
         self.proj = nn.Linear(self.z_dim, temb)
-        self.sampler = DDIMSampler(unet, scheduler, num_inference_steps, encode_level, checkpoint, autocast)
+        self.sampler = DDIMSampler(unet, scheduler, num_inference_steps, encode_level=encode_level,
+                                           checkpoint=checkpoint, autocast=autocast)
 
     def cond(self, z_sem: Tensor) -> Tensor:
         """The UNet's class embedding for ``z_sem``."""

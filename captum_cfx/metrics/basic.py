@@ -60,7 +60,7 @@ def validity(success: Tensor) -> MetricResult:
 
 @torch.no_grad()
 def oracle_agreement(oracle: Callable[[Tensor], Tensor], counterfactuals: Tensor, targets: Tensor,
-                     success: Tensor | None = None, batch_size: int = 1000,
+                     success: Tensor | None = None, *, batch_size: int = 1000,
                      tolerance: float | None = None) -> MetricResult:
     """Fraction of counterfactuals that an independent ``oracle`` assigns to the target.
 
@@ -128,7 +128,7 @@ def proximity(a: Tensor, b: Tensor, p: int = 2) -> MetricResult:
 
 @torch.no_grad()
 def latent_proximity(generator: Any, originals: Tensor, counterfactuals: Tensor, p: int = 2,
-                     batch_size: int = 1000) -> MetricResult:
+                     *, batch_size: int = 1000) -> MetricResult:
     """Per-sample ``L_p`` distance between the latents of originals and counterfactuals; median aggregate.
 
     Both batches are encoded with the same ``generator`` (its free latent part), so methods that never

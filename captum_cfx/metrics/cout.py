@@ -62,7 +62,7 @@ def _check(originals: Tensor, counterfactuals: Tensor, source: Tensor, target: T
 
 @torch.no_grad()
 def cout_curves(model: Callable[[Tensor], Tensor], originals: Tensor, counterfactuals: Tensor, source: Tensor,
-                target: Tensor, n_chunks: int = 50, batch_size: int = 256) -> tuple[Tensor, Tensor]:
+                *, target: Tensor, n_chunks: int = 50, batch_size: int = 256) -> tuple[Tensor, Tensor]:
     """The insertion curves behind :func:`cout`: target and source probabilities after each chunk.
 
     Args:
@@ -105,7 +105,7 @@ def cout_curves(model: Callable[[Tensor], Tensor], originals: Tensor, counterfac
 
 
 def cout(model: Callable[[Tensor], Tensor], originals: Tensor, counterfactuals: Tensor, source: Tensor,
-         target: Tensor, n_chunks: int = 50, batch_size: int = 256) -> MetricResult:
+         *, target: Tensor, n_chunks: int = 50, batch_size: int = 256) -> MetricResult:
     """COUT per sample: ``AUC(p_target) - AUC(p_source)`` over the insertion curve; aggregate: mean.
 
     The areas use the trapezoid rule over the inserted fraction ``k / n_chunks``; the value lies in
@@ -129,7 +129,8 @@ def cout(model: Callable[[Tensor], Tensor], originals: Tensor, counterfactuals: 
         >>> round(cout(model, x, xc, torch.tensor([0]), torch.tensor([1])).value, 4)
         0.98
     """
-    pt, ps = cout_curves(model, originals, counterfactuals, source, target, n_chunks, batch_size)
+    pt, ps = cout_curves(model, originals, counterfactuals, source, target=target, n_chunks=n_chunks,
+                         batch_size=batch_size)
 
     def auc(p: Tensor) -> Tensor:
         return (p[:, :-1] + p[:, 1:]).sum(1) / (2 * n_chunks)

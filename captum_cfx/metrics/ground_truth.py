@@ -106,7 +106,7 @@ def _read_world(world: AttributeWorld, x: Tensor, oracle: Callable[[Tensor], Ten
 
 
 def factor_changes(world: AttributeWorld | Squares, originals: Tensor, counterfactuals: Tensor,
-                   oracle: Callable[[Tensor], Tensor] | None = None, tolerance: float = 0.1,
+                   oracle: Callable[[Tensor], Tensor] | None = None, *, tolerance: float = 0.1,
                    analytic: bool = True, batch_size: int = 1000) -> FactorChanges:
     """Which factors of a world each counterfactual changed, and by how much.
 

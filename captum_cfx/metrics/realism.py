@@ -67,7 +67,7 @@ def _features(net: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 1000
 
 @torch.no_grad()
 def knn_distance(images: Tensor, reference: Tensor, feature_net: Callable[[Tensor], Tensor] | None = None,
-                 k: int = 5, exclude_self: bool = False) -> MetricResult:
+                 k: int = 5, *, exclude_self: bool = False) -> MetricResult:
     """Mean Euclidean distance from each image to its ``k`` nearest reference images in feature space.
 
     Lower is more realistic. Compare with the same figure for real held-out images. The aggregate is
@@ -179,7 +179,7 @@ def domain_fid(real: Tensor, fake: Tensor, feature_net: nn.Module | None = None)
 
 
 def sfid(originals: Tensor, counterfactuals: Tensor, feature_net: nn.Module | None = None, n_splits: int = 10,
-         generator: torch.Generator | None = None, batch_size: int = 1000) -> MetricResult:
+         *, generator: torch.Generator | None = None, batch_size: int = 1000) -> MetricResult:
     """Split-half FID (sFID) between originals and their counterfactuals.
 
     A counterfactual stays close to its own original, so the FID of counterfactuals against the images

@@ -55,7 +55,7 @@ class DiffAEWeights(nn.Module):
         scheduler: the training noise schedule's keyword arguments.
     """
 
-    def __init__(self, unet: dict[str, Any], encoder: dict[str, Any], z_dim: int, scheduler: dict[str, Any]) -> None:
+    def __init__(self, unet: dict[str, Any], encoder: dict[str, Any], z_dim: int, *, scheduler: dict[str, Any]) -> None:
         super().__init__()
         self.unet = _unet(unet)
         self.encoder = SemanticEncoder(**{**encoder, "z_dim": z_dim})

@@ -61,7 +61,7 @@ class MNISTGAN(nn.Module):
         - input: ``(N, z_dim)``; output: ``(N, 1, 28, 28)`` in ``[0, 1]``.
     """
 
-    def __init__(self, z_dim: int = 64, w_dim: int = 64, width: int = 32, mapping_layers: int = 3) -> None:
+    def __init__(self, z_dim: int = 64, w_dim: int = 64, width: int = 32, *, mapping_layers: int = 3) -> None:
         super().__init__()
         self.z_dim, self.w_dim = z_dim, w_dim
         self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers)

@@ -72,7 +72,7 @@ def _batches(family: str, g: torch.Generator, batch: int = BATCH):
 
 
 def train_diffusion(r: Recipe, steps: int, lr: float = 2e-3, ema_decay: float = 0.995,
-                    device: str | torch.device = "cpu", batch: int = BATCH, lr_schedule: str = "onecycle",
+                    *, device: str | torch.device = "cpu", batch: int = BATCH, lr_schedule: str = "onecycle",
                     warmup: int = 500, max_seconds: float | None = None) -> nn.Module:
     """Train a :class:`DDPMWeights` or :class:`DiffAEWeights`; returns the EMA model, on CPU, in eval mode.
 

@@ -58,7 +58,7 @@ def smile_split(n: int, agreement: float | None, seed: int) -> tuple[Tensor, Ten
     g = torch.Generator().manual_seed(seed)
     if agreement is None:
         return tuple(world.sample(n, generator=g))  # type: ignore[return-value]
-    return tuple(world.sample_correlated(n, "smile", "eyeglasses", agreement, generator=g))  # type: ignore[return-value]
+    return tuple(world.sample_correlated(n, "smile", "eyeglasses", agreement=agreement, generator=g))  # type: ignore[return-value]
 
 
 def _train_oracle(r: Recipe, epochs: int) -> nn.Module:

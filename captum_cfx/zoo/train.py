@@ -38,7 +38,7 @@ TOLERANCE = 0.01
 
 
 def random_affine(x: torch.Tensor, g: torch.Generator, rot: float = 10.0, scale: float = 0.1,
-                  shift: float = 2.0) -> torch.Tensor:
+                  *, shift: float = 2.0) -> torch.Tensor:
     """Batched random rotation / scale / translation (degrees, fraction, pixels) with bilinear resampling."""
     n = x.shape[0]
     ang = (torch.rand(n, generator=g) * 2 - 1) * math.radians(rot)
@@ -81,7 +81,7 @@ def epochs_loop(model: nn.Module, step: Callable[[torch.Tensor], torch.Tensor], 
         print(f"[{log}] epoch {ep + 1}/{epochs} loss {total / n:.4f} ({time.time() - t0:.0f}s)", file=sys.stderr)
 
 
-def train_classifier(seed: int, epochs: int, cls: type[nn.Module], config: dict, lr: float = 3e-3,
+def train_classifier(seed: int, epochs: int, cls: type[nn.Module], config: dict, *, lr: float = 3e-3,
                      label_smoothing: float = 0.0) -> nn.Module:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -95,7 +95,7 @@ def train_classifier(seed: int, epochs: int, cls: type[nn.Module], config: dict,
     return model.eval()
 
 
-def train_vae(seed: int, epochs: int, config: dict, beta: float = 1.0, lr: float = 2e-3) -> nn.Module:
+def train_vae(seed: int, epochs: int, config: dict, beta: float = 1.0, *, lr: float = 2e-3) -> nn.Module:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     x, _ = load_mnist("train")
@@ -183,7 +183,7 @@ def _all_recipes() -> dict[str, Recipe]:
     return out
 
 
-def save_model(name: str, model: nn.Module, recipe: Recipe, metrics: dict, seconds: float, out: Path,
+def save_model(name: str, model: nn.Module, recipe: Recipe, metrics: dict, *, seconds: float, out: Path,
                epochs: int | None = None, device: str = "cpu") -> None:
     """Write ``<name>.safetensors`` (fp16) and ``<name>.json`` atomically."""
     out.mkdir(parents=True, exist_ok=True)
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     model.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()})
     ev_kwargs = {"device": a.device} if "device" in inspect.signature(r.evaluate).parameters else {}
     metrics = r.evaluate(model.eval(), **ev_kwargs)
-    save_model(a.name, model, r, metrics, seconds, a.out, epochs=epochs, device=a.device)
+    save_model(a.name, model, r, metrics, seconds=seconds, out=a.out, epochs=epochs, device=a.device)
     ok = all(metrics[k] >= v for k, v in r.targets.items())
     print(json.dumps({"name": a.name, "metrics": metrics, "targets": r.targets, "meets_targets": ok,
                       "train_seconds": round(seconds, 1)}, indent=2))
