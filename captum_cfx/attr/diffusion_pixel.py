@@ -303,7 +303,7 @@ class DiffusionPixelCounterfactual(CounterfactualMethod):
     def _filter(self, sampler: DDIMSampler, x: Tensor, eps: Tensor) -> Tensor:
         """``F(x)``: noise to ``tau``, then DDIM back to a clean image (differentiable, checkpointed)."""
         return from_model_range(sampler.sample(self._noised(sampler, x, eps, sampler.timesteps()[-1])),
-                           self.generator.input_range)
+                                self.generator.input_range)
 
     @torch.no_grad()
     def _inpaint(self, sampler: DDIMSampler, x: Tensor, x_adv: Tensor, mask: Tensor, eps: Tensor) -> Tensor:

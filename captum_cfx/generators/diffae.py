@@ -142,7 +142,8 @@ class DiffusionAutoencoder(LatentGenerator):
             if not hasattr(weights, part):
                 raise TypeError(f"`weights` must carry `{part}` (a DiffAEWeights-like module); "
                                 f"got {type(weights).__name__}")
-        gen = cls(weights.encoder, weights.unet, DDIMScheduler(**weights.scheduler_config), weights.z_dim, **kwargs)
+        gen = cls(weights.encoder, weights.unet, DDIMScheduler(**weights.scheduler_config), z_dim=weights.z_dim,
+                  **kwargs)
         gen.proj = weights.proj
         return gen.eval()
 
@@ -174,7 +175,7 @@ class DiffusionAutoencoder(LatentGenerator):
         unet = UNet2DModel.from_pretrained(str(p / "unet"), local_files_only=True, use_safetensors=True)
         sched = DDIMScheduler.from_pretrained(str(p / "scheduler"), local_files_only=True)
         enc = SemanticEncoder(**cfg["encoder"])
-        gen = cls(enc, unet, sched, cfg["z_dim"], **{"num_inference_steps": cfg["num_inference_steps"],
+        gen = cls(enc, unet, sched, z_dim=cfg["z_dim"], **{"num_inference_steps": cfg["num_inference_steps"],
                                                      "input_range": tuple(cfg["input_range"]),
                                                      "encode_level": cfg.get("encode_level", 1.0), **kwargs})
         state = load_safetensors(p / "semantic.safetensors", argument="path")
