@@ -126,7 +126,7 @@ def cout(model: Callable[[Tensor], Tensor], originals: Tensor, counterfactuals: 
         ...     return torch.stack([torch.zeros(len(x)), 100 * (x[:, 0, 0, 0] - 0.5)], 1)
         >>> x, xc = torch.zeros(1, 1, 10, 10), torch.full((1, 1, 10, 10), 0.5)
         >>> xc[0, 0, 0, 0] = 1.0                      # the decisive pixel changed most: inserted first
-        >>> round(cout(model, x, xc, torch.tensor([0]), torch.tensor([1])).value, 4)
+        >>> round(cout(model, x, xc, torch.tensor([0]), target=torch.tensor([1])).value, 4)
         0.98
     """
     pt, ps = cout_curves(model, originals, counterfactuals, source, target=target, n_chunks=n_chunks,
