@@ -83,7 +83,7 @@ class DiffusionAutoencoder(LatentGenerator):
         temb = unet.config.block_out_channels[0] * 4
         self.proj = nn.Linear(self.z_dim, temb)
         self.sampler = DDIMSampler(unet, scheduler, num_inference_steps, encode_level=encode_level,
-                                           checkpoint=checkpoint, autocast=autocast)
+                                   checkpoint=checkpoint, autocast=autocast)
 
     def cond(self, z_sem: Tensor) -> Tensor:
         """The UNet's class embedding for ``z_sem``."""
