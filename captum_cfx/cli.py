@@ -188,7 +188,7 @@ def cmd_explain_data(a: argparse.Namespace) -> int:
                     max_steps=a.max_steps, limit=a.limit, threads=a.threads).check()
     choose_targets(torch.zeros(1, dtype=torch.long), cfg.target, 0, k)  # validates the value for K classes
     t0 = time.perf_counter()
-    summary = run_sharded(cfg, a.out, make_explain_fn(model, gen, oracle, cfg, device), resume=a.resume,
+    summary = run_sharded(cfg, a.out, make_explain_fn(model, gen, oracle, cfg, device=device), resume=a.resume,
                           progress=not a.no_progress, image_shape=image_shape)
     if rank_info()[0] == 0:
         if summary["n_valid"]:

@@ -486,7 +486,7 @@ def shard_done(out: Path, k: int) -> bool:
 
 
 def run_sharded(cfg: RunConfig, out_dir: str | Path, compute: ShardFn, resume: bool = False,
-                progress: bool = True, image_shape: tuple[int, int, int] | None = None) -> dict[str, Any]:
+                *, progress: bool = True, image_shape: tuple[int, int, int] | None = None) -> dict[str, Any]:
     """Compute every shard this rank owns (skipping done ones on ``resume``), then merge on rank 0.
 
     Args:
@@ -630,7 +630,7 @@ def merge(out: Path, n_shards: int) -> dict[str, Any]:
 
 
 def make_explain_fn(model: Callable[[Tensor], Tensor], generator: Any, oracle: Callable[[Tensor], Tensor] | None,
-                    cfg: RunConfig, device: torch.device | str = "cpu") -> ShardFn:
+                    cfg: RunConfig, *, device: torch.device | str = "cpu") -> ShardFn:
     """The per-shard job of ``captum-cfx explain --data``: validate, pick seeded targets, attack, judge.
 
     Images that could not be read (NaN) or fail the generator's checks are marked ``valid = False``
@@ -702,7 +702,7 @@ def make_explain_fn(model: Callable[[Tensor], Tensor], generator: Any, oracle: C
 
 
 def write_run_figures(out_dir: str | Path, generator: Any, cfg: RunConfig, max_rows: int = 8,
-                      image_shape: tuple[int, int, int] | None = None) -> Path:
+                      *, image_shape: tuple[int, int, int] | None = None) -> Path:
     """The merge step's figure: a counterfactual grid of the first valid images of shard 0."""
     import matplotlib.pyplot as plt
 

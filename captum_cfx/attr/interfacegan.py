@@ -141,6 +141,7 @@ class InterFaceGANEdit(PerturbationAttribution):
         inputs: TensorOrTupleOfTensorsGeneric,
         target: TargetType = None,
         additional_forward_args: Any = None,
+        *,
         descriptor: str | int = 0,
         probability: float | None = None,
         value: float | None = None,

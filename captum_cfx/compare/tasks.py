@@ -126,17 +126,18 @@ def predict(model: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 1000
 
 def _mnist_task(n: int, dev: torch.device) -> Task:
     from captum_cfx.datasets import load_mnist
+    from captum_cfx.datasets.mnist import NUM_CLASSES as K
     from captum_cfx.zoo import load_generator, load_pretrained, mnist_distance, mnist_features
 
     x, y = _interleaved_mnist(n)
     xf, yf = load_mnist("train")
     return Task(
-        name="mnist", family="mnist", images=x.to(dev), sources=y.to(dev), goals=((y + 1) % 10).to(dev),
+        name="mnist", family="mnist", images=x.to(dev), sources=y.to(dev), goals=((y + 1) % K).to(dev),
         model=load_pretrained("mnist-classifier").to(dev), oracle=load_pretrained("mnist-oracle").to(dev),
         features=mnist_features().to(dev), generator=load_generator("mnist-vae").to(dev),
-        distance=mnist_distance().to(dev), fit_images=xf.to(dev), fit_descriptors=F.one_hot(yf, 10).float(),
-        descriptor_names=tuple(f"digit_{k}" for k in range(10)),
-        class_edit={k: (f"digit_{k}", 0.75) for k in range(10)},
+        distance=mnist_distance().to(dev), fit_images=xf.to(dev), fit_descriptors=F.one_hot(yf, K).float(),
+        descriptor_names=tuple(f"digit_{k}" for k in range(K)),
+        class_edit={k: (f"digit_{k}", 0.75) for k in range(K)},
         description=f"{n} embedded MNIST test digits (class-interleaved), mnist-classifier, target = label + 1; "
                     "oracle mnist-oracle; generator mnist-vae")
 

@@ -45,7 +45,7 @@ def _recalibrate_batchnorm(model: nn.Module, z_dim: int, g: torch.Generator, bat
     model.eval()
 
 
-def train_gan(seed: int, epochs: int, config: dict, lr: float = 2e-4, batch: int = 64, ema: float = 0.999,
+def train_gan(seed: int, epochs: int, config: dict, lr: float = 2e-4, *, batch: int = 64, ema: float = 0.999,
               d_width: int = 32) -> nn.Module:
     """Train the MNIST GAN; returns the EMA generator in eval mode."""
     from captum_cfx.zoo.gan_models import MNISTGAN, MNISTGANDiscriminator
