@@ -9,7 +9,7 @@ Layers, imports pointing down only (docs/architecture.md draws them)::
     metrics, descriptors, interventions,
     visualization, _search
     datasets                          embedded / procedural data; only the private helpers
-    _validation, _utils, _io, _safe_pickle   imports nothing else from the package
+    _validation, _utils, _io, _config, _safe_pickle   import nothing else from the package
 
 The zoo depends on generators, never the reverse; nothing generic imports the zoo.
 """
@@ -24,7 +24,7 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "captum_cfx"
 
 APP = {"cli", "compare", "runner", "report", "gallery"}
-BOTTOM = {"_validation", "_utils", "_io", "_safe_pickle"}
+BOTTOM = {"_validation", "_utils", "_io", "_safe_pickle", "_config"}
 MID = {"generators", "objectives", "optim", "metrics", "descriptors", "interventions", "visualization", "_search"}
 
 #: (importer prefix, imported prefix) pairs that the rule allows by design, each with its reason
