@@ -599,3 +599,28 @@ def test_cli_argparse_errors_are_one_line(args, capsys):
     with pytest.raises(SystemExit) as e:
         main(args)
     _assert_one_line_error(e.value.code, capsys.readouterr().err, r"--help")
+
+
+def test_causal_scores_leave_out_nonfinite_samples():
+    from captum_cfx import CounterfactualSufficiencyNecessity, LatentProbes, LinearDirections
+
+    from .test_causal import D, _world
+
+    z = torch.randn(400, D, generator=torch.Generator().manual_seed(0))
+    lin = LinearDirections(LatentProbes().fit(z, (z > 0).float(), ["a", "b", "c"]), z)
+    gen, model, oracle = _world()
+
+    def flagged(x, flag):
+        out = model(x)
+        return torch.where(flag[:, None], torch.full_like(out, float("nan")), out)
+
+    cf = CounterfactualSufficiencyNecessity(flagged, gen, lin, oracle)
+    zs = torch.randn(60, D, generator=torch.Generator().manual_seed(1))
+    flag = torch.zeros(60, dtype=torch.bool)
+    flag[::7] = True
+    with pytest.warns(UserWarning, match=r"9 of 60 samples gave NaN/Inf"):
+        res = cf.estimate(latents=zs, target=1, additional_forward_args=(flag,), n_bootstrap=20)
+    clean = cf.estimate(latents=zs[~flag], target=1, additional_forward_args=(flag[~flag],), n_bootstrap=20)
+    assert res.nonfinite.tolist() == flag.tolist() and not clean.nonfinite.any()
+    for s in ("nec", "suf", "nesuf", "n_nec", "n_suf", "n_nesuf"):
+        assert torch.equal(getattr(res, s), getattr(clean, s)), s

@@ -26,6 +26,7 @@ How this implementation differs from the paper (whose code holds only the shift-
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,8 @@ class SufficiencyNecessityOutput:
         latents: ``(N, d)`` the samples; latents_add, latents_remove: ``(N, k, d)`` the intervened latents
             (``None`` with ``keep_latents=False``).
         confidence: level of the intervals.
+        nonfinite: ``(N,)`` bool, the model gave NaN/Inf for this sample (before or after an intervention); such
+            samples are left out of every estimate, the others count as without them.
         extra: ``causal_graph`` (whether one was used) and the samples' ``Latent.diagnostics``: for samples
             encoded by optimisation (e.g. :class:`~captum_cfx.generators.GANGenerator`), ``projection_ok``:
             ``(N,)`` bool, False where the sample is a failed projection of its image, and ``projection_error``.
@@ -97,6 +100,7 @@ class SufficiencyNecessityOutput:
     latents_remove: Tensor | None = None
     confidence: float = 0.95
     extra: dict[str, Any] = field(default_factory=dict)
+    nonfinite: Tensor | None = None
 
     @property
     def kept(self) -> Tensor:
@@ -492,8 +496,13 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
                         if z_rem is not None:
                             z_rem[:, j] = z1.cpu()
         p0, s0 = p0.cpu(), s0.cpu()
+        bad = ~torch.isfinite(p0) | ~torch.isfinite(p_add).all(1) | ~torch.isfinite(p_rem).all(1)
+        if bool(bad.any()):
+            warnings.warn(f"{int(bad.sum())} of {n} samples gave NaN/Inf model outputs; they are left out of the "
+                          "estimates (see SufficiencyNecessityOutput.nonfinite)", stacklevel=2)
         pos0 = (p0 > 0.5)[:, None]
-        rows = {"nec": s0 & pos0 & v_rem, "suf": ~s0 & ~pos0 & v_add, "nesuf": v_add & v_rem}
+        ok = ~bad[:, None]
+        rows = {"nec": s0 & pos0 & v_rem & ok, "suf": ~s0 & ~pos0 & v_add & ok, "nesuf": v_add & v_rem & ok}
         events = {"nec": p_rem <= 0.5, "suf": p_add > 0.5, "nesuf": (p_add > 0.5) & (p_rem <= 0.5)}
         weights = self._bootstrap_weights(n, n_bootstrap, generator)
         q = torch.tensor([(1 - confidence) / 2, (1 + confidence) / 2], dtype=torch.float64)
@@ -514,6 +523,7 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
             latents=z.cpu(), latents_add=z_add, latents_remove=z_rem, confidence=confidence,
             extra={"causal_graph": self.causal_graph is not None,
                    **{k: v.cpu() for k, v in diagnostics.items()}},
+            nonfinite=bad,
         )
 
     @staticmethod
