@@ -58,7 +58,7 @@ def _take(value: Any, keep: Tensor, n: int) -> Any:
     return value[keep]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Step:
     """What a method's step reports about the active samples.
 
@@ -106,8 +106,8 @@ class ActiveSet:
         sizes: ``(active samples, with gradients)`` of every pass.
     """
 
-    def __init__(self, n: int, device: torch.device, vars: dict[str, Any],
-                 results: dict[str, Tensor], state: dict[str, Tensor] | None = None) -> None:
+    def __init__(self, n: int, device: torch.device, *, vars: dict[str, Any], results: dict[str, Tensor],
+                 state: dict[str, Tensor] | None = None) -> None:
         self.n = n
         self.index = torch.arange(n, device=device)
         self.steps = torch.zeros(n, dtype=torch.long, device=device)

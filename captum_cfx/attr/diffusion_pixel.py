@@ -55,7 +55,7 @@ from captum_cfx.objectives import LogitMargin, Objective, get_objective
 
 __all__ = ["DiffusionPixelCounterfactual", "PixelCounterfactualConfig", "PixelCounterfactualOutput"]
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PixelCounterfactualConfig(Config):
     """The pixel method's settings, validated once; the defaults are the reference settings (DESIGN §1.4,
     after ACE / AC-RE) for images in ``[0, 1]``. The fields mean what the arguments of
@@ -93,7 +93,7 @@ class PixelCounterfactualConfig(Config):
 _DEFAULT = PixelCounterfactualConfig()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PixelCounterfactualOutput:
     """Everything the pixel-space search produced, one row per input.
 

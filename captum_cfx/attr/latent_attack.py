@@ -39,7 +39,7 @@ from captum_cfx.optim import LatentOptimizer, get_optimizer
 __all__ = ["LatentAttackConfig", "LatentCounterfactualAttack"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LatentAttackConfig(Config):
     """The latent attack's settings, validated once; the defaults are the documented configuration
     (benchmarked in ``benchmarks/latent_attack.py``) that the CLI and the benchmarks read. The fields mean

@@ -25,7 +25,7 @@ __all__ = ["GANGenerator", "GANInversionConfig", "ProjectionOutput"]
 
 logger = logging.getLogger(__name__)
 
-@dataclass
+@dataclass(kw_only=True)
 class ProjectionOutput:
     """Result of :meth:`GANGenerator.project`, one row per kept image.
 
@@ -137,7 +137,7 @@ class _Nets:
     features: Callable[[Tensor], Tensor] | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GANInversionConfig(Config):
     """The settings of :meth:`GANGenerator.project` (batched optimisation-based inversion), validated once;
     the fields mean what :class:`GANGenerator`'s arguments of the same names mean, and the defaults are its
@@ -528,7 +528,8 @@ class GANGenerator(LatentGenerator):
         kept = torch.arange(n, device=x.device)
         if drop:
             kept = kept[ok]
-        out = ProjectionOutput(latent[kept], proj[kept], err[kept], ok[kept], n_steps[kept], kept, start_err[kept])
+        out = ProjectionOutput(latent=latent[kept], projections=proj[kept], error=err[kept], ok=ok[kept],
+                               n_steps=n_steps[kept], kept=kept, start_error=start_err[kept])
         if not bool(ok.all()):
             logger.info("%d of %d projections exceed error_threshold=%s", int((~ok).sum()), n, self.error_threshold)
         return out
