@@ -123,3 +123,21 @@ def test_adam_per_sample_steps_equal_the_shared_step(dtype):
         for n in mixed:
             mixed[n][idx] = sub[n]
     assert torch.equal(mixed_z, shared_z)
+
+
+def test_latent_parts_travel_together_and_diagnostics_are_not_fixed():
+    from captum_cfx.generators import Latent
+
+    lat = Latent(torch.arange(3.0)[:, None], {"noise": torch.arange(3.0) * 10},
+                 {"projection_ok": torch.tensor([True, False, True])})
+    rep = lat.repeat_interleave(2)
+    assert rep.free.flatten().tolist() == [0, 0, 1, 1, 2, 2]
+    assert rep.fixed["noise"].tolist() == [0, 0, 10, 10, 20, 20]
+    assert rep.diagnostics["projection_ok"].tolist() == [True, True, False, False, True, True]
+    sub = lat[torch.tensor([False, True, True])]
+    assert sub.diagnostics["projection_ok"].tolist() == [False, True] and "projection_ok" not in sub.fixed
+    assert lat.replace(torch.zeros(3, 1)).diagnostics is lat.diagnostics
+    both = Latent.cat([lat, Latent(torch.zeros(1, 1), {"noise": torch.zeros(1)})])
+    assert len(both) == 4 and both.diagnostics == {}  # a diagnostic that not every latent has is dropped
+    with pytest.raises(ValueError, match=r"`diagnostics\['e'\]` must be a tensor with batch size 3"):
+        Latent(torch.zeros(3, 1), diagnostics={"e": torch.zeros(2)})
