@@ -21,7 +21,12 @@ for every method:
 Every per-sample quantity is a tensor with one row per active sample (``steps`` included: each sample
 counts its own optimiser steps, and :class:`~captum_cfx.optim.LatentAdam` takes per-sample step
 counts), so samples that enter a running batch at step 0 with fresh optimiser state (refilling) need
-only be appended to the active set.
+only be appended to the active set. Refilling goes here, in one place: an ``admit(rows, vars, state)`` that
+concatenates the new samples' batch rows to :attr:`ActiveSet.index`, zeros to :attr:`ActiveSet.steps`,
+their per-sample values to :attr:`ActiveSet.vars` and ``optimizer.init_state`` of their latents to
+:attr:`ActiveSet.state` (the result buffers then cover every sample of the data set, or are flushed as
+samples stop), and a per-sample "last pass" (``steps == max_steps``) in :meth:`ActiveSet.run` instead of the
+shared ``t == max_steps``. The methods' steps already read everything per sample from the active set.
 
 Shape:
     - every tensor of :attr:`ActiveSet.vars` and :attr:`ActiveSet.state`: ``(n_active, *)``;
