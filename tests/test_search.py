@@ -23,10 +23,19 @@ def _golden_module():
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Bit-identical, NaN equal to NaN (the poisoned sample's prediction is NaN)."""
+    """Equal steps, flags and classes; floats equal to 1e-5 (NaN equal to NaN: the poisoned sample's
+    prediction is NaN).
+
+    On the machine that wrote the golden file the engine reproduced the old loops bit for bit (checked with
+    ``torch.equal`` when it replaced them, commit b43dc52). Another CPU may pick other SIMD kernels and
+    round the last bit differently, so the file's floats are compared to a tolerance far below any change a
+    different search would make; the integer results (steps, success, flags) must match exactly.
+    """
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
-    return bool(((a == b) | (a.isnan() & b.isnan()) if a.is_floating_point() else a == b).all())
+    if not a.is_floating_point():
+        return bool((a == b).all())
+    return bool(torch.allclose(a, b, rtol=1e-5, atol=1e-5, equal_nan=True))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +43,7 @@ def golden_and_now():
     return load_file(str(DATA / "search_golden.safetensors")), _golden_module().outputs()
 
 
-def test_engine_reproduces_the_pre_engine_loops_bit_for_bit(golden_and_now):
+def test_engine_reproduces_the_pre_engine_loops(golden_and_now):
     # the golden file was written by the three hand-written loops (attack, pixel method, GAN inversion)
     golden, now = golden_and_now
     assert sorted(now) == sorted(golden)
