@@ -105,13 +105,14 @@ def main() -> None:
         res[f"probe_scores_{vae}"] = {k: round(v, 3) for k, v in probes.scores_.items()}
     gen = gens["world-vae"]
     for c, clf in clfs.items():
-        plain = CounterfactualSufficiencyNecessity(clf, gen, linear["world-vae"], oracle)
-        graph = CounterfactualSufficiencyNecessity(clf, gen, linear["world-vae"], oracle, causal_graph=CAUSAL_GRAPH)
+        plain = CounterfactualSufficiencyNecessity(clf, gen, linear["world-vae"], oracle=oracle)
+        graph = CounterfactualSufficiencyNecessity(clf, gen, linear["world-vae"], oracle=oracle,
+                                                   causal_graph=CAUSAL_GRAPH)
         out[("linear", c, "contrastive")] = run(plain, runs, f"linear/{c}/contrastive", inputs=x_test, **kw)
         out[("linear", c, "causal")] = run(plain, runs, f"linear/{c}/causal", inputs=x_test, mode="causal", **kw)
         out[("linear", c, "causal_graph")] = run(graph, runs, f"linear/{c}/causal_graph", inputs=x_test,
                                                  mode="causal", **kw)
-    prior = CounterfactualSufficiencyNecessity(clfs["spurious"], gen, linear["world-vae"], oracle)
+    prior = CounterfactualSufficiencyNecessity(clfs["spurious"], gen, linear["world-vae"], oracle=oracle)
     out[("linear", "spurious", "prior")] = run(prior, runs, "linear/spurious/contrastive_prior", n_samples=a.n, **kw)
 
     # ------------------------------------------------------------ world-vae: shift predictor
@@ -124,17 +125,18 @@ def main() -> None:
                                                                     round(sp.history_[-1], 4)]}
     print(f"shift predictor fit {res['shift_predictor']}", flush=True)
     for c, clf in clfs.items():
-        plain = CounterfactualSufficiencyNecessity(clf, gen, sp, oracle)
-        graph = CounterfactualSufficiencyNecessity(clf, gen, sp, oracle, causal_graph=CAUSAL_GRAPH)
+        plain = CounterfactualSufficiencyNecessity(clf, gen, sp, oracle=oracle)
+        graph = CounterfactualSufficiencyNecessity(clf, gen, sp, oracle=oracle, causal_graph=CAUSAL_GRAPH)
         out[("shift", c, "contrastive")] = run(plain, runs, f"shift/{c}/contrastive", inputs=x_test, **kw)
         out[("shift", c, "causal_graph")] = run(graph, runs, f"shift/{c}/causal_graph", inputs=x_test,
                                                 mode="causal", **kw)
-    out[("shift", "spurious", "causal")] = run(CounterfactualSufficiencyNecessity(clfs["spurious"], gen, sp, oracle),
-                                               runs, "shift/spurious/causal", inputs=x_test, mode="causal", **kw)
+    sp_cf = CounterfactualSufficiencyNecessity(clfs["spurious"], gen, sp, oracle=oracle)
+    out[("shift", "spurious", "causal")] = run(sp_cf, runs, "shift/spurious/causal", inputs=x_test, mode="causal", **kw)
 
     # ------------------------------------------------------------ world-vae-disjoint
     for c, clf in clfs.items():
-        cf = CounterfactualSufficiencyNecessity(clf, gens["world-vae-disjoint"], linear["world-vae-disjoint"], oracle)
+        cf = CounterfactualSufficiencyNecessity(clf, gens["world-vae-disjoint"], linear["world-vae-disjoint"],
+                                                oracle=oracle)
         out[("disjoint", c, "contrastive")] = run(cf, runs, f"disjoint_linear/{c}/contrastive", inputs=x_test, **kw)
 
     # ------------------------------------------------------------ checks
@@ -184,7 +186,7 @@ def main() -> None:
                 "pass": all(overlap(con[IRRELEVANT][f"{s}_ci"], fr[IRRELEVANT][f"{s}_ci"]) is True
                             for s in ("nec", "suf"))}
     # intervals shrink with more samples (same run, subsets of the samples)
-    cf = CounterfactualSufficiencyNecessity(clfs["spurious"], gen, linear["world-vae"], oracle)
+    cf = CounterfactualSufficiencyNecessity(clfs["spurious"], gen, linear["world-vae"], oracle=oracle)
     z_test = out[("linear", "spurious", "contrastive")].latents
     widths = {}
     for m in (100, a.n):
@@ -214,7 +216,7 @@ def main() -> None:
                                       "contrastive, decorrelated clf": out[("linear", "decorrelated", "contrastive")]},
                                      title="Smile classifiers on the attribute world (linear directions, world-vae)")
     fig.savefig(IMAGES / "causal_bars.png", dpi=110)
-    cf = CounterfactualSufficiencyNecessity(clfs["spurious"], gen, linear["world-vae"], oracle)
+    cf = CounterfactualSufficiencyNecessity(clfs["spurious"], gen, linear["world-vae"], oracle=oracle)
     fig = cf.plot_examples(out[("linear", "spurious", "contrastive")], [SPURIOUS, LABEL, IRRELEVANT, UPSTREAM], n=3)
     fig.savefig(IMAGES / "causal_examples.png", dpi=110)
 
@@ -230,7 +232,7 @@ def main() -> None:
     mprobes = LatentProbes().fit(ztr, dtr, list(MORPHOMETRY_NAMES))
     medians = {n: float(dtr[:, i].median()) for i, n in enumerate(MORPHOMETRY_NAMES)}
     mlin = LinearDirections(mprobes, ztr, thresholds=medians)
-    mcf = CounterfactualSufficiencyNecessity(mclf, mgen, mlin, morpho, thresholds=medians)
+    mcf = CounterfactualSufficiencyNecessity(mclf, mgen, mlin, oracle=morpho, thresholds=medians)
     mres = mcf.estimate(xte[:500], target=1, n_bootstrap=a.bootstrap, generator=torch.Generator().manual_seed(0))
     res["mnist"] = {"target": "class 1", "n": 500, "seconds": round(time.perf_counter() - t, 1),
                     "probe_r2": {k: round(v, 3) for k, v in mprobes.scores_.items()},

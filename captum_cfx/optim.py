@@ -60,7 +60,7 @@ class LatentOptimizer(ABC):
         return {}
 
     @abstractmethod
-    def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], t: int | Tensor) -> Tensor:
+    def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], *, t: int | Tensor) -> Tensor:
         """Return the updated latents; may update ``state`` in place. ``t`` is the 1-based step number,
         shared (int) or per sample (long ``(N,)``)."""
 
@@ -82,7 +82,7 @@ class LatentAdam(LatentOptimizer):
     def init_state(self, z: Tensor) -> dict[str, Tensor]:
         return {"m": torch.zeros_like(z), "v": torch.zeros_like(z)}
 
-    def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], t: int | Tensor) -> Tensor:
+    def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], *, t: int | Tensor) -> Tensor:
         b1, b2 = self.betas
         m, v = state["m"], state["v"]
         m.mul_(b1).add_(grad, alpha=1 - b1)
@@ -98,7 +98,7 @@ class NormalizedGradient(LatentOptimizer):
     def __init__(self, lr: float = 0.1) -> None:
         super().__init__(lr)
 
-    def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], t: int | Tensor) -> Tensor:
+    def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], *, t: int | Tensor) -> Tensor:
         return z - self.lr * grad / _per_sample_norm(grad)
 
 
@@ -108,7 +108,7 @@ class SignGradient(LatentOptimizer):
     def __init__(self, lr: float = 0.02) -> None:
         super().__init__(lr)
 
-    def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], t: int | Tensor) -> Tensor:
+    def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], *, t: int | Tensor) -> Tensor:
         return z - self.lr * grad.sign()
 
 

@@ -179,3 +179,114 @@ def test_import_captum_cfx_is_lazy():
         import captum_cfx
 
         captum_cfx.Nope  # noqa: B018
+
+
+# ---------------------------------------------------------------------------------------------- code shape
+MAX_LINES_IN_ATTR = 80
+MAX_POSITIONAL = 4  # self counts; keyword-only after that
+
+#: known violations, each a (module path, qualified name) pair, to be removed as the files are refactored.
+#: Issue L (part 1, the front-ends of GCD / causal / descriptor / LIG): these three still run over 80 lines.
+LONG_ALLOWED: set[tuple[str, str]] = {
+    ("captum_cfx/attr/causal.py", "CounterfactualSufficiencyNecessity.estimate"),
+    ("captum_cfx/attr/descriptor.py", "CounterfactualDescriptorAttribution.global_attribution"),
+    ("captum_cfx/attr/latent_ig.py", "LatentIntegratedGradients.explain"),
+}
+WIDE_ALLOWED: set[tuple[str, str]] = set()
+
+
+def _functions(tree: ast.AST):
+    """``(qualified name, node, public)`` of every function and method, nested ones included; public means
+    reachable by users: no leading underscore on it, on its class, or on an enclosing function."""
+    def walk(node, prefix, public):
+        for ch in ast.iter_child_nodes(node):
+            if isinstance(ch, ast.ClassDef):
+                yield from walk(ch, f"{prefix}{ch.name}.", public and not ch.name.startswith("_"))
+            elif isinstance(ch, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                dunder = ch.name.startswith("__") and ch.name.endswith("__")
+                pub = public and (dunder or not ch.name.startswith("_"))
+                yield f"{prefix}{ch.name}", ch, pub
+                yield from walk(ch, f"{prefix}{ch.name}.<locals>.", False)
+            else:
+                yield from walk(ch, prefix, public)
+    yield from walk(tree, "", True)
+
+
+def _module_is_public(path: Path) -> bool:
+    return not any(part.startswith("_") and part != "__init__.py" for part in path.relative_to(PKG).parts)
+
+
+def test_no_function_in_attr_is_over_80_lines():
+    found = []
+    for path in sorted((PKG / "attr").rglob("*.py")):
+        for name, node, _ in _functions(ast.parse(path.read_text())):
+            n = node.end_lineno - node.lineno + 1
+            key = (str(path.relative_to(PKG.parent)), name)
+            if n > MAX_LINES_IN_ATTR and key not in LONG_ALLOWED:
+                found.append(f"{key[0]}:{node.lineno} {name}: {n} lines")
+    assert not found, f"functions in captum_cfx/attr/ over {MAX_LINES_IN_ATTR} lines:\n" + "\n".join(found)
+
+
+def test_no_public_callable_takes_more_than_4_positional_parameters():
+    found = []
+    for path in all_modules():
+        if not _module_is_public(path):
+            continue
+        for name, node, public in _functions(ast.parse(path.read_text())):
+            a = node.args
+            n = len(a.posonlyargs) + len(a.args)
+            key = (str(path.relative_to(PKG.parent)), name)
+            if public and n > MAX_POSITIONAL and key not in WIDE_ALLOWED:
+                found.append(f"{key[0]}:{node.lineno} {name}: {n} positional parameters")
+    assert not found, (f"public callables with more than {MAX_POSITIONAL} positional parameters (self counts; make the "
+                       "rest keyword-only with `*`):\n" + "\n".join(found))
+
+
+@pytest.mark.parametrize("source, long, wide", [
+    ("def f(a, b, c, d, e):\n    pass\n", False, True),
+    ("def f(a, b, c, d, *, e):\n    pass\n", False, False),
+    ("class A:\n    def m(self, a, b, c, d=1):\n        pass\n", False, True),
+    ("class A:\n    def _m(self, a, b, c, d=1):\n        pass\n", False, False),
+    ("def f():\n" + "    x = 1\n" * 80, True, False),
+])
+def test_the_shape_checks_catch_what_they_should(source, long, wide):
+    [(name, node, public)] = list(_functions(ast.parse(source)))[-1:]
+    assert (node.end_lineno - node.lineno + 1 > MAX_LINES_IN_ATTR) == long
+    a = node.args
+    assert (public and len(a.posonlyargs) + len(a.args) > MAX_POSITIONAL) == wide
+
+
+def test_no_mnist_shape_or_network_in_the_generic_layers():
+    """No ``(C, 28, 28)`` literal outside the zoo and ``datasets/mnist.py``, and no string naming an MNIST asset
+    (``"mnist-oracle"``, ...) in the generic layers: MNIST is wired by the zoo's presets and the CLI's MNIST path."""
+    generic = {"attr", "generators", "objectives", "optim", "metrics", "descriptors", "interventions", "_search",
+               "visualization"}
+    found = []
+    for path in all_modules():
+        rel = path.relative_to(PKG)
+        if rel.parts[0] == "zoo" or rel.as_posix() == "datasets/mnist.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Tuple) and len(node.elts) == 3
+                    and all(isinstance(e, ast.Constant) for e in node.elts)
+                    and [e.value for e in node.elts][1:] == [28, 28]):
+                found.append(f"{rel}:{node.lineno} the MNIST image shape")
+            if (rel.parts[0].removesuffix(".py") in generic and isinstance(node, ast.Constant)
+                    and isinstance(node.value, str) and "mnist" in node.value.lower() and id(node) not in docstrings):
+                found.append(f"{rel}:{node.lineno} {node.value[:40]!r}")
+    assert not found, "MNIST wired into a generic module:\n" + "\n".join(found)
+
+
+def test_the_allow_list_holds_only_live_violations():
+    """An entry of LONG_ALLOWED that no longer runs over the limit must leave the list (so it cannot come back)."""
+    stale = []
+    for rel, name in LONG_ALLOWED:
+        found = {n: node for n, node, _ in _functions(ast.parse((PKG.parent / rel).read_text()))}
+        node = found.get(name)
+        if node is None or node.end_lineno - node.lineno + 1 <= MAX_LINES_IN_ATTR:
+            stale.append(f"{rel} {name}")
+    assert not stale, "remove from LONG_ALLOWED (fixed or gone):\n" + "\n".join(stale)

@@ -614,7 +614,7 @@ def test_causal_scores_leave_out_nonfinite_samples():
         out = model(x)
         return torch.where(flag[:, None], torch.full_like(out, float("nan")), out)
 
-    cf = CounterfactualSufficiencyNecessity(flagged, gen, lin, oracle)
+    cf = CounterfactualSufficiencyNecessity(flagged, gen, lin, oracle=oracle)
     zs = torch.randn(60, D, generator=torch.Generator().manual_seed(1))
     flag = torch.zeros(60, dtype=torch.bool)
     flag[::7] = True

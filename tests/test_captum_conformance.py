@@ -132,7 +132,7 @@ def _gcd(w: World, f: Callable[..., Tensor], fit_args: Any) -> GlobalCounterfact
 
 
 def _csn(w: World, f: Callable[..., Tensor], fit_args: Any) -> CounterfactualSufficiencyNecessity:
-    return CounterfactualSufficiencyNecessity(f, w.gen, LinearDirections(w.probes), w.oracle)
+    return CounterfactualSufficiencyNecessity(f, w.gen, LinearDirections(w.probes), oracle=w.oracle)
 
 
 # settings that never stop early (margin 100), so results depend continuously on the inputs

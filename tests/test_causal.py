@@ -40,7 +40,7 @@ def fitted():
 def _scores(fitted, n=300, seed=1, **kw):
     _, _, lin = fitted
     gen, model, oracle = _world()
-    cf = CounterfactualSufficiencyNecessity(model, gen, lin, oracle)
+    cf = CounterfactualSufficiencyNecessity(model, gen, lin, oracle=oracle)
     z = torch.randn(n, D, generator=torch.Generator().manual_seed(seed))
     return cf.estimate(latents=z, target=1, n_bootstrap=200, generator=torch.Generator().manual_seed(2), **kw)
 
@@ -122,7 +122,7 @@ def test_confidence_intervals_shrink_with_more_samples():
     lin = LinearDirections(LatentProbes().fit(z, (z > 0).float(), ["a", "b", "c"]), z)
     gen, _, oracle = _world()
     model = lambda x: torch.stack([torch.zeros(len(x)), 8 * x.flatten(1)[:, 0] * torch.sign(x.flatten(1)[:, 2])], 1)  # noqa: E731
-    cf = CounterfactualSufficiencyNecessity(model, gen, lin, oracle)
+    cf = CounterfactualSufficiencyNecessity(model, gen, lin, oracle=oracle)
     widths = []
     for n in (60, 1500):
         zz = torch.randn(n, D, generator=torch.Generator().manual_seed(5))
@@ -137,7 +137,7 @@ def test_validity_filter_drops_interventions_the_oracle_rejects(fitted):
     gen, model, _ = _world()
     # this oracle never sees attribute c present: every added c fails the filter
     oracle = lambda x: torch.sigmoid(8 * x.flatten(1)) * torch.tensor([1.0, 1.0, 0.0])  # noqa: E731
-    cf = CounterfactualSufficiencyNecessity(model, gen, lin, oracle)
+    cf = CounterfactualSufficiencyNecessity(model, gen, lin, oracle=oracle)
     z = torch.randn(200, D, generator=torch.Generator().manual_seed(1))
     res = cf.estimate(latents=z, target=1, n_bootstrap=50)
     assert float(res.kept_add[2]) == 0.0 and float(res.kept_add[0]) > 0.95
@@ -154,7 +154,7 @@ def test_modes_and_causal_graph(fitted):
     a = torch.randn(400, generator=g)
     z = torch.stack([a, a + 0.1 * torch.randn(400, generator=g), torch.randn(400, generator=g)], 1)
     graph = {"a": (), "b": ("a",), "c": ()}
-    cf = CounterfactualSufficiencyNecessity(model, gen, lin, oracle, causal_graph=graph)
+    cf = CounterfactualSufficiencyNecessity(model, gen, lin, oracle=oracle, causal_graph=graph)
     assert cf.descendants("a") == ["b"]
     con = cf.estimate(latents=z, target=1, n_bootstrap=100, generator=torch.Generator().manual_seed(1))
     cau = cf.estimate(latents=z, target=1, n_bootstrap=100, mode="causal", generator=torch.Generator().manual_seed(1))
@@ -166,7 +166,7 @@ def test_modes_and_causal_graph(fitted):
 def test_prior_samples_attribute_and_figures(fitted):
     _, _, lin = fitted
     gen, model, oracle = _world()
-    cf = CounterfactualSufficiencyNecessity(model, gen, lin, oracle)
+    cf = CounterfactualSufficiencyNecessity(model, gen, lin, oracle=oracle)
     res = cf.estimate(n_samples=64, target=1, n_bootstrap=20, generator=torch.Generator().manual_seed(0))
     assert res.latents.shape == (64, D) and res.latents_add.shape == (64, D, D)
     g = torch.Generator().manual_seed(4)
@@ -190,14 +190,14 @@ def test_bad_inputs(fitted, tmp_path):
     z, probes, lin = fitted
     gen, model, oracle = _world()
     with pytest.raises(TypeError, match="`intervention` must be a LatentIntervention"):
-        CounterfactualSufficiencyNecessity(model, gen, probes, oracle)
+        CounterfactualSufficiencyNecessity(model, gen, probes, oracle=oracle)
     with pytest.raises(TypeError, match="`oracle` must be callable"):
-        CounterfactualSufficiencyNecessity(model, gen, lin, "oracle")
+        CounterfactualSufficiencyNecessity(model, gen, lin, oracle="oracle")
     with pytest.raises(ValueError, match="`thresholds` must name attributes"):
-        CounterfactualSufficiencyNecessity(model, gen, lin, oracle, thresholds={"zz": 0.1})
+        CounterfactualSufficiencyNecessity(model, gen, lin, oracle=oracle, thresholds={"zz": 0.1})
     with pytest.raises(ValueError, match="`causal_graph` must be acyclic"):
-        CounterfactualSufficiencyNecessity(model, gen, lin, oracle, causal_graph={"a": ("b",), "b": ("a",)})
-    cf = CounterfactualSufficiencyNecessity(model, gen, lin, oracle)
+        CounterfactualSufficiencyNecessity(model, gen, lin, oracle=oracle, causal_graph={"a": ("b",), "b": ("a",)})
+    cf = CounterfactualSufficiencyNecessity(model, gen, lin, oracle=oracle)
     with pytest.raises(ValueError, match="give exactly one of `inputs`"):
         cf.estimate(target=1)
     with pytest.raises(ValueError, match="`mode` must be one of"):
@@ -210,7 +210,7 @@ def test_bad_inputs(fitted, tmp_path):
         cf.estimate(latents=z[:5], target=[1, 1])
     with pytest.raises(ValueError, match="`target` must be a class index"):
         cf.estimate(latents=z[:5], target=7)
-    bad = CounterfactualSufficiencyNecessity(model, gen, lin, lambda x: x.flatten(1)[:, :2])
+    bad = CounterfactualSufficiencyNecessity(model, gen, lin, oracle=lambda x: x.flatten(1)[:, :2])
     with pytest.raises(ValueError, match=r"`oracle` must return \(5, 3\) readings"):
         bad.estimate(latents=z[:5], target=1)
     with pytest.raises(ValueError, match="`attribute` must be a name from"):

@@ -250,7 +250,7 @@ def test_every_method_runs_on_a_converted_official_model(converted, method):
         assert out.deltas.shape == (2, 3) and cda.descriptor_names == list(NAMES)
     elif method == "causal":
         oracle = lambda imgs: probes.predict(gen.encode_semantic(imgs))  # noqa: E731  the classifier re-reads images
-        cf = CounterfactualSufficiencyNecessity(clf, gen, LinearDirections(probes), oracle)
+        cf = CounterfactualSufficiencyNecessity(clf, gen, LinearDirections(probes), oracle=oracle)
         res = cf.estimate(latents=gen.encode(x), target=1, n_bootstrap=5)
         assert res.names == list(NAMES) and res.state.shape == (2, 3)
     else:

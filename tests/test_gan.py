@@ -438,7 +438,7 @@ def test_sufficiency_necessity_runs_on_the_gan_unchanged(gan_world):
         top, bottom = im[:, :, :4].flatten(1).mean(1), im[:, :, 4:].flatten(1).mean(1)
         return torch.sigmoid(60 * torch.stack([im.flatten(1).mean(1) - clf.threshold, top - bottom], 1))
 
-    cfsn = CounterfactualSufficiencyNecessity(clf, g, LinearDirections(probes, z), oracle)
+    cfsn = CounterfactualSufficiencyNecessity(clf, g, LinearDirections(probes, z), oracle=oracle)
     samples = torch.cat([g.decode(g.sample(60, torch.Generator().manual_seed(12))).detach(), x[-1:]])
     res = cfsn.estimate(samples, target=1, n_bootstrap=100, generator=torch.Generator().manual_seed(0))
     assert res.names == ["bright", "top_heavy"] and res.latents.shape == (61, 6)

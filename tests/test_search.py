@@ -108,13 +108,13 @@ def test_adam_per_sample_steps_equal_the_shared_step(dtype):
     z, grads = torch.randn(3, 5, dtype=dtype), torch.randn(40, 3, 5, dtype=dtype)
     shared_z, shared = z.clone(), opt.init_state(z)
     for t in range(1, 41):
-        shared_z = opt.step(shared_z, grads[t - 1], shared, t)
+        shared_z = opt.step(shared_z, grads[t - 1], shared, t=t)
     # one row at a time, with a tensor step number
     rows = []
     for i in range(3):
         zi, st = z[i : i + 1].clone(), opt.init_state(z[i : i + 1])
         for t in range(1, 41):
-            zi = opt.step(zi, grads[t - 1, i : i + 1], st, torch.tensor([t]))
+            zi = opt.step(zi, grads[t - 1, i : i + 1], st, t=torch.tensor([t]))
         rows.append(zi)
     assert torch.equal(torch.cat(rows), shared_z)
     # the same trajectories in one batch, row 1 entering 15 steps late and row 2 at step 5
@@ -128,7 +128,7 @@ def test_adam_per_sample_steps_equal_the_shared_step(dtype):
         idx = live.nonzero().flatten()
         g = grads[(t[idx] - 1), idx]
         sub = {n: v[idx] for n, v in mixed.items()}
-        mixed_z[idx] = opt.step(mixed_z[idx], g, sub, t[idx])
+        mixed_z[idx] = opt.step(mixed_z[idx], g, sub, t=t[idx])
         for n in mixed:
             mixed[n][idx] = sub[n]
     assert torch.equal(mixed_z, shared_z)

@@ -59,7 +59,7 @@ interventions the oracle confirmed."""),
     ("code", """x, _ = world.sample(5 * N, generator=torch.Generator().manual_seed(7))
 results = {}
 for name, clf in [("spurious", spurious), ("decorrelated", decorrelated)]:
-    cfsn = CounterfactualSufficiencyNecessity(clf, gen, lin, oracle, causal_graph=CAUSAL_GRAPH)
+    cfsn = CounterfactualSufficiencyNecessity(clf, gen, lin, oracle=oracle, causal_graph=CAUSAL_GRAPH)
     results[name] = cfsn.estimate(x, target=1, n_bootstrap=200, generator=torch.Generator().manual_seed(0))
     r = results[name].to_dict(2)
     print(name, {n: (r[n]["nec"], r[n]["suf"], r[n]["nesuf"]) for n in ("smile", "eyeglasses", "hat")})
@@ -71,7 +71,7 @@ classifier's is not, and its highest NESUF is the label, smile.
 With `causal_graph`, the causal mode redraws the descendants of the intervened attribute from their estimated
 conditional frequencies (age → eyeglasses in this world), so growing older adds eyeglasses now and then, and
 the spurious classifier answers to that. Without a graph, the causal mode leaves the others free (`c = 0`)."""),
-    ("code", """cfsn = CounterfactualSufficiencyNecessity(spurious, gen, lin, oracle, causal_graph=CAUSAL_GRAPH)
+    ("code", """cfsn = CounterfactualSufficiencyNecessity(spurious, gen, lin, oracle=oracle, causal_graph=CAUSAL_GRAPH)
 causal = cfsn.estimate(x, target=1, mode="causal", n_bootstrap=200, generator=torch.Generator().manual_seed(0))
 for mode, r in [("contrastive", results["spurious"]), ("causal", causal)]:
     d = r.to_dict(2)["age"]
@@ -83,7 +83,7 @@ through the decoder) with BCE on the requested attributes plus `0.05 * ||S||`. F
 steps give the benchmark's numbers; we take fewer here), then save it as safetensors."""),
     ("code", """sp = ShiftPredictor().fit(z_cal, lambda z: oracle_net(gen.decode(z)), names, steps=5 * N, batch_size=64,
                           generator=torch.Generator().manual_seed(0))
-res = CounterfactualSufficiencyNecessity(spurious, gen, sp, oracle).estimate(x, target=1, n_bootstrap=200)
+res = CounterfactualSufficiencyNecessity(spurious, gen, sp, oracle=oracle).estimate(x, target=1, n_bootstrap=200)
 print({n: round(float(v), 2) for n, v in zip(names, res.kept)})
 with tempfile.TemporaryDirectory() as d:
     sp.save_pretrained(d)

@@ -247,7 +247,7 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
         >>> z = gen.encode(x).free.detach()
         >>> lin = LinearDirections(LatentProbes().fit(z, f, world.factor_names), z)
         >>> cfsn = CounterfactualSufficiencyNecessity(load_pretrained("world-smile-spurious"), gen, lin,
-        ...                                           lambda im: torch.sigmoid(oracle(im)))
+        ...                                           oracle=lambda im: torch.sigmoid(oracle(im)))
         >>> res = cfsn.estimate(x[:100], target=1, n_bootstrap=100)   # global scores per attribute
         >>> res.suf.shape
         torch.Size([9])
@@ -256,7 +256,7 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
     """
 
     def __init__(self, forward_func: Callable[..., Tensor], generator: LatentGenerator,
-                 intervention: LatentIntervention, oracle: Callable[[Tensor], Tensor],
+                 intervention: LatentIntervention, *, oracle: Callable[[Tensor], Tensor],
                  thresholds: Mapping[str, float] | None = None,
                  causal_graph: Mapping[str, Sequence[str]] | None = None) -> None:
         check_model_and_generator(forward_func, generator)
@@ -425,6 +425,7 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
         inputs: TensorOrTupleOfTensorsGeneric | None = None,
         target: TargetType = None,
         additional_forward_args: Any = None,
+        *,
         latents: Tensor | Latent | None = None,
         n_samples: int | None = None,
         mode: str = "contrastive",
@@ -538,6 +539,7 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
         inputs: TensorOrTupleOfTensorsGeneric,
         target: TargetType = None,
         additional_forward_args: Any = None,
+        *,
         mode: str = "contrastive",
         batch_size: int = 256,
         generator: torch.Generator | None = None,
@@ -563,7 +565,7 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
 
     @torch.no_grad()
     def plot_examples(self, result: SufficiencyNecessityOutput, attributes: Sequence[str] | None = None,
-                      n: int = 3, target: int | None = None) -> Any:
+                      n: int = 3, *, target: int | None = None) -> Any:
         """Image grid: per attribute, ``n`` valid interventions (adds, then removes), before and after, with the
         classifier's probability of the positive outcome on each image.
 

@@ -150,7 +150,7 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
     """
 
     def __init__(self, forward_func: Callable[..., Tensor], generator: LatentGenerator,
-                 probes: LatentProbes | None = None, attack: LatentCounterfactualAttack | None = None) -> None:
+                 probes: LatentProbes | None = None, *, attack: LatentCounterfactualAttack | None = None) -> None:
         check_model_and_generator(forward_func, generator)
         if probes is not None:
             if not isinstance(probes, LatentProbes):
@@ -175,7 +175,7 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
         return torch.cat(out) if out else x.new_zeros(0, 0)
 
     def fit(self, images: Tensor | None = None, descriptors: Tensor | np.ndarray | None = None,
-            names: Sequence[str] | None = None, latents: Tensor | None = None,
+            names: Sequence[str] | None = None, *, latents: Tensor | None = None,
             kinds: Sequence[str] | str | None = None, **probe_kwargs: Any) -> CounterfactualDescriptorAttribution:
         """Fit one latent probe per descriptor on an auxiliary data set.
 
@@ -216,6 +216,7 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
         inputs: TensorOrTupleOfTensorsGeneric,
         target: TargetType = None,
         additional_forward_args: Any = None,
+        *,
         counterfactuals: CounterfactualOutput | None = None,
         reencode: bool = False,
         units: str = "probe",
@@ -247,14 +248,16 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
             deltas, then zeros shaped like the later members.
         """
         inp = CaptumInputs.parse(inputs)
-        return inp.like_inputs(self.explain(inp.members, target, additional_forward_args, counterfactuals, reencode,
-                                            units, **kwargs).deltas)
+        return inp.like_inputs(self.explain(inp.members, target, additional_forward_args,
+                                            counterfactuals=counterfactuals, reencode=reencode, units=units,
+                                            **kwargs).deltas)
 
     def explain(
         self,
         inputs: TensorOrTupleOfTensorsGeneric,
         target: TargetType = None,
         additional_forward_args: Any = None,
+        *,
         counterfactuals: CounterfactualOutput | None = None,
         reencode: bool = False,
         units: str = "probe",
@@ -333,6 +336,7 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
         counterfactuals: CounterfactualOutput | None = None,
         attributions: Tensor | None = None,
         sources: Tensor | None = None,
+        *,
         targets: Tensor | None = None,
         positive_class: int | None = None,
         only_successful: bool = True,

@@ -252,6 +252,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         forward_func: Callable[..., Tensor],
         generator: LatentGenerator,
         classes: tuple[int, int] | None = None,
+        *,
         distance: DistanceFn | None = None,
         mode: str = "white-box",
         loss_weights: Sequence[tuple[float, float]] = ((1.0, 0.0), (0.05, 1.0)),
@@ -344,7 +345,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
 
     # ------------------------------------------------------------------ fit
     def fit(self, source: Tensor, additional_forward_args: Any = None, generator: torch.Generator | None = None,
-            progress: bool = False) -> GlobalCounterfactualDirections:
+            *, progress: bool = False) -> GlobalCounterfactualDirections:
         """Find directions from one source image.
 
         Args:
@@ -550,8 +551,8 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                          f"name or a tensor; got {which!r}")
 
     def transfer(self, images: Tensor, alphas: Tensor | Sequence[float] | float | None = None,
-                 direction: int | str | Tensor = "best", target: TargetType = None, additional_forward_args: Any = None,
-                 internal_batch_size: int = 256) -> TransferOutput:
+                 direction: int | str | Tensor = "best", *, target: TargetType = None,
+                 additional_forward_args: Any = None, internal_batch_size: int = 256) -> TransferOutput:
         """Apply one direction to new images: ``z + alpha * s_i * d`` for every alpha of a grid.
 
         ``s_i = +1`` for images whose decision is the source's, ``-1`` for the others, so every image
@@ -662,7 +663,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         return grid
 
     def globality(self, images: Tensor, alphas: Tensor | Sequence[float] | None = None,
-                  direction: int | str | Tensor = "best", oracle: Callable[[Tensor], Tensor] | None = None,
+                  direction: int | str | Tensor = "best", *, oracle: Callable[[Tensor], Tensor] | None = None,
                   additional_forward_args: Any = None, internal_batch_size: int = 256,
                   label: str | None = None) -> GlobalityResult:
         """Flip rate of one direction over a data set as a function of alpha.
@@ -707,6 +708,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         inputs: TensorOrTupleOfTensorsGeneric,
         target: TargetType = None,
         additional_forward_args: Any = None,
+        *,
         alpha: float | None = None,
         direction: int | str | Tensor = "best",
         internal_batch_size: int = 256,
@@ -728,8 +730,9 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         """
         inp = CaptumInputs.parse(inputs)
         with torch.enable_grad():
-            out = self.transfer(inp.image, None if alpha is None else [alpha], direction, target,
-                                inp.forward_args(additional_forward_args), internal_batch_size)
+            out = self.transfer(inp.image, None if alpha is None else [alpha], direction, target=target,
+                                additional_forward_args=inp.forward_args(additional_forward_args),
+                                internal_batch_size=internal_batch_size)
         return inp.like_inputs((out.counterfactuals - out.reconstructions).detach())
 
     def diversity(self, feature_fn: Callable[[Tensor], Tensor] | None = None, kinds: str = "h",
@@ -793,7 +796,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, forward_func: Callable[..., Tensor], generator: LatentGenerator,
-                        distance: DistanceFn | None = None) -> GlobalCounterfactualDirections:
+                        *, distance: DistanceFn | None = None) -> GlobalCounterfactualDirections:
         """Load directions saved with :meth:`save_pretrained` (tensors move to the generator's device)."""
         p = Path(path)
         if not (p / "config.json").is_file():

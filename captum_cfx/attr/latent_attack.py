@@ -231,7 +231,7 @@ class LatentCounterfactualAttack(CounterfactualMethod):
     @staticmethod
     def _update(a: ActiveSet, grad: Tensor, opt: LatentOptimizer, radius: float | None) -> None:
         """One optimiser step on the active latents, projected onto the ``radius`` ball around ``z0``."""
-        z = opt.step(a.vars["z"].detach(), grad, a.state, a.steps)
+        z = opt.step(a.vars["z"].detach(), grad, a.state, t=a.steps)
         if radius is not None:
             d = z - a.vars["z0"]
             nrm = d.flatten(1).norm(dim=1).clamp_min(1e-12)

@@ -149,14 +149,15 @@ class DiffusionAutoencoder(LatentGenerator):
 
     @classmethod
     def from_diffae_checkpoint(cls, path: str | Path, template: str | dict[str, Any] = "ffhq256_autoenc",
-                               ema: bool = True, num_inference_steps: int = 20, **kwargs: Any) -> LatentGenerator:
+                               ema: bool = True, *, num_inference_steps: int = 20, **kwargs: Any) -> LatentGenerator:
         """A released official Diff-AE (Lightning ``last.ckpt``, read without running code, or a converted folder)
         as a :class:`~captum_cfx.generators.OfficialDiffusionAutoencoder`; see
         :meth:`OfficialDiffusionAutoencoder.from_diffae_checkpoint
         <captum_cfx.generators.OfficialDiffusionAutoencoder.from_diffae_checkpoint>`."""
         from captum_cfx.generators.diffae_official import OfficialDiffusionAutoencoder
 
-        return OfficialDiffusionAutoencoder.from_diffae_checkpoint(path, template, ema, num_inference_steps, **kwargs)
+        return OfficialDiffusionAutoencoder.from_diffae_checkpoint(path, template, ema,
+                                                                   num_inference_steps=num_inference_steps, **kwargs)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs: Any) -> DiffusionAutoencoder:

@@ -318,7 +318,7 @@ class OfficialDiffusionAutoencoder(LatentGenerator):
 
     @classmethod
     def from_diffae_checkpoint(cls, path: str | Path, template: str | Mapping[str, Any] = "ffhq256_autoenc",
-                               ema: bool = True, num_inference_steps: int = 20,
+                               ema: bool = True, *, num_inference_steps: int = 20,
                                **kwargs: Any) -> OfficialDiffusionAutoencoder:
         """Load an official Lightning ``last.ckpt`` (read without running code) or a converted folder.
 
@@ -367,7 +367,7 @@ def _official_weights(path: Path, ema: bool, model: BeatGANsAutoencoder) -> dict
 
 
 def convert_diffae_checkpoint(path: str | Path, out: str | Path, template: str | Mapping[str, Any] = "ffhq256_autoenc",
-                              ema: bool = True, num_inference_steps: int | None = None) -> Path:
+                              ema: bool = True, *, num_inference_steps: int | None = None) -> Path:
     """Convert an official Diff-AE ``last.ckpt`` into a safetensors folder once (reads no code from the file).
 
     Returns:

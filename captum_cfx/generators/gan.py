@@ -613,7 +613,7 @@ class GANGenerator(LatentGenerator):
         """One Adam (or AdamW) step, with the cosine ramp-down of the step size."""
         if self.lr_schedule == "cosine":
             opt.lr = self.lr * 0.5 * (1 + math.cos(math.pi * (a.t - 1) / self.steps))
-        z = opt.step(a.vars["z"], grad, a.state, a.steps)
+        z = opt.step(a.vars["z"], grad, a.state, t=a.steps)
         if self.optimizer == "adamw" and self.weight_decay > 0:
             center = self.w_mean if self.latent_space == "w" and not self.normalize else torch.zeros_like(self.w_mean)
             z = z - opt.lr * self.weight_decay * (z - center)
