@@ -469,33 +469,13 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
             raise ValueError("the samples must hold at least one row; got 0")
         target = parse_target(target, z.shape[0], None, z.device)
         extra = inp.forward_args(additional_forward_args) if inp is not None else as_tuple(additional_forward_args)
-        names, k, n = self.names, len(self.names), z.shape[0]
+        names, n = self.names, z.shape[0]
         with eval_mode(self.generator, self.forward_func):
             p0, s0 = self._evaluate(z, fixed, target, extra, batch_size)
             cond = self._conditionals(s0) if mode == "causal" and self.causal_graph is not None else {}
-            p_add, p_rem = torch.empty(n, k), torch.empty(n, k)
-            v_add = torch.empty(n, k, dtype=torch.bool)
-            v_rem = torch.empty(n, k, dtype=torch.bool)
-            others = torch.zeros(k)
-            z_add = torch.empty(n, k, z.shape[1], dtype=z.dtype) if keep_latents else None
-            z_rem = torch.empty(n, k, z.shape[1], dtype=z.dtype) if keep_latents else None
-            for j in range(k):
-                for add in (True, False):
-                    c = self._requests(s0, j, add, mode, cond, generator)
-                    z1 = self.intervention.apply(z, c)
-                    p1, s1 = self._evaluate(z1, fixed, target, extra, batch_size)
-                    ok = s1[:, j] == add
-                    mask = torch.ones(k, dtype=torch.bool)
-                    mask[j] = False
-                    others[j] += (s1[:, mask] != s0[:, mask]).float().sum(1).mean().cpu() / 2
-                    if add:
-                        p_add[:, j], v_add[:, j] = p1.cpu(), ok.cpu()
-                        if z_add is not None:
-                            z_add[:, j] = z1.cpu()
-                    else:
-                        p_rem[:, j], v_rem[:, j] = p1.cpu(), ok.cpu()
-                        if z_rem is not None:
-                            z_rem[:, j] = z1.cpu()
+            p_add, p_rem, v_add, v_rem, others, z_add, z_rem = self._intervene_all(
+                z, fixed, target, extra, s0=s0, mode=mode, cond=cond, generator=generator, batch_size=batch_size,
+                keep_latents=keep_latents)
         p0, s0 = p0.cpu(), s0.cpu()
         bad = ~torch.isfinite(p0) | ~torch.isfinite(p_add).all(1) | ~torch.isfinite(p_rem).all(1)
         if bool(bad.any()):
@@ -505,17 +485,7 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
         ok = ~bad[:, None]
         rows = {"nec": s0 & pos0 & v_rem & ok, "suf": ~s0 & ~pos0 & v_add & ok, "nesuf": v_add & v_rem & ok}
         events = {"nec": p_rem <= 0.5, "suf": p_add > 0.5, "nesuf": (p_add > 0.5) & (p_rem <= 0.5)}
-        weights = self._bootstrap_weights(n, n_bootstrap, generator)
-        q = torch.tensor([(1 - confidence) / 2, (1 + confidence) / 2], dtype=torch.float64)
-        est: dict[str, Tensor] = {}
-        for s in SCORES:
-            r, e = rows[s].double(), (rows[s] & events[s]).double()
-            den = r.sum(0)
-            est[s] = (e.sum(0) / den).float()  # NaN where no sample qualifies
-            bn, bd = weights @ e, weights @ r  # (B, k)
-            boot = torch.where(bd > 0, bn / bd.clamp_min(1), torch.nan)
-            est[f"{s}_ci"] = torch.nanquantile(boot, q, dim=0).T.float()
-            est[f"n_{s}"] = den.long()
+        est = _scores_with_ci(rows, events, self._bootstrap_weights(n, n_bootstrap, generator), confidence)
         kept_add = (v_add & ~s0).sum(0).float() / (~s0).sum(0).clamp_min(1).float()
         kept_rem = (v_rem & s0).sum(0).float() / s0.sum(0).clamp_min(1).float()
         return SufficiencyNecessityOutput(
@@ -526,6 +496,33 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
                    **{k: v.cpu() for k, v in diagnostics.items()}},
             nonfinite=bad,
         )
+
+    def _intervene_all(self, z: Tensor, fixed: Any, target: Any, extra: Any, *, s0: Tensor, mode: str,
+                       cond: dict, generator: torch.Generator | None, batch_size: int,
+                       keep_latents: bool) -> tuple[Tensor, ...]:
+        """Intervene on every attribute, adding and removing it, and read the model and the oracle:
+        ``(p_add, p_remove, valid_add, valid_remove, others_changed, latents_add, latents_remove)``."""
+        n, k = s0.shape
+        p_add, p_rem = torch.empty(n, k), torch.empty(n, k)
+        v_add = torch.empty(n, k, dtype=torch.bool)
+        v_rem = torch.empty(n, k, dtype=torch.bool)
+        others = torch.zeros(k)
+        z_add = torch.empty(n, k, z.shape[1], dtype=z.dtype) if keep_latents else None
+        z_rem = torch.empty(n, k, z.shape[1], dtype=z.dtype) if keep_latents else None
+        for j in range(k):
+            for add in (True, False):
+                c = self._requests(s0, j, add, mode, cond, generator)
+                z1 = self.intervention.apply(z, c)
+                p1, s1 = self._evaluate(z1, fixed, target, extra, batch_size)
+                ok = s1[:, j] == add
+                mask = torch.ones(k, dtype=torch.bool)
+                mask[j] = False
+                others[j] += (s1[:, mask] != s0[:, mask]).float().sum(1).mean().cpu() / 2
+                p, v, zs = (p_add, v_add, z_add) if add else (p_rem, v_rem, z_rem)
+                p[:, j], v[:, j] = p1.cpu(), ok.cpu()
+                if zs is not None:
+                    zs[:, j] = z1.cpu()
+        return p_add, p_rem, v_add, v_rem, others, z_add, z_rem  # type: ignore[return-value]
 
     @staticmethod
     def _bootstrap_weights(n: int, b: int, generator: torch.Generator | None) -> Tensor:
@@ -619,3 +616,20 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
         fig.suptitle(f"{result.mode} interventions; p = classifier probability of the positive outcome", fontsize=8)
         fig.tight_layout()
         return fig
+
+
+def _scores_with_ci(rows: dict[str, Tensor], events: dict[str, Tensor], weights: Tensor,
+                    confidence: float) -> dict[str, Tensor]:
+    """Each score ``P(event | row qualifies)`` per attribute, its bootstrap interval (``weights`` ``(B, N)``
+    resample the rows) and its number of qualifying rows."""
+    q = torch.tensor([(1 - confidence) / 2, (1 + confidence) / 2], dtype=torch.float64)
+    est: dict[str, Tensor] = {}
+    for s in SCORES:
+        r, e = rows[s].double(), (rows[s] & events[s]).double()
+        den = r.sum(0)
+        est[s] = (e.sum(0) / den).float()  # NaN where no sample qualifies
+        bn, bd = weights @ e, weights @ r  # (B, k)
+        boot = torch.where(bd > 0, bn / bd.clamp_min(1), torch.nan)
+        est[f"{s}_ci"] = torch.nanquantile(boot, q, dim=0).T.float()
+        est[f"n_{s}"] = den.long()
+    return est

@@ -367,18 +367,8 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
             raise ValueError(f"`group_by` must be 'transition', 'target' or 'source'; got {group_by!r}")
         mask = None
         if counterfactuals is not None:
-            if not isinstance(counterfactuals, CounterfactualOutput):
-                raise TypeError(f"`counterfactuals` must be a CounterfactualOutput; "
-                                f"got {type(counterfactuals).__name__}")
-            if attributions is None:
-                attributions = self.probes.delta(counterfactuals.original_latents.free.detach(),
-                                                 counterfactuals.latents.free.detach())
-            if sources is None:
-                sources = predicted_classes(counterfactuals.original_predictions)
-            if targets is None:
-                targets = predicted_classes(counterfactuals.predictions)
-            if only_successful:
-                mask = counterfactuals.success
+            attributions, sources, targets, mask = self._read_output(counterfactuals, attributions, sources, targets,
+                                                                     only_successful)
         if attributions is None or sources is None:
             raise ValueError("give `counterfactuals`, or `attributions` with `sources` (and `targets`)")
         if not isinstance(attributions, Tensor) or attributions.dim() != 2 or attributions.shape[1] != len(names):
@@ -408,23 +398,20 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
                 tgt = torch.full_like(tgt, -1)
             pairs = sorted({(int(a), int(b)) for a, b, k in zip(src.tolist(), tgt.tolist(), keep.tolist()) if k})
             groups = {p: keep & (src == p[0]) & (tgt == p[1]) for p in pairs}
-        vals, errs, counts, trans = [], [], [], []
-        for p, m in groups.items():
-            rows = d[m]
-            if rows.shape[0] == 0:
-                continue
-            trans.append(p)
-            counts.append(rows.shape[0])
-            vals.append(rows.mean(0))
-            errs.append(rows.std(0) / rows.shape[0] ** 0.5 if rows.shape[0] > 1 else torch.zeros(len(names)))
-        k = len(names)
-        return GlobalDescriptorAttribution(
-            values=torch.stack(vals).float() if vals else torch.zeros(0, k),
-            transitions=trans,
-            counts=torch.tensor(counts, dtype=torch.long),
-            stderr=torch.stack(errs).float() if errs else torch.zeros(0, k),
-            descriptor_names=names,
-        )
+        return _group_means(d, groups, names)
+
+    def _read_output(self, out: Any, attributions: Tensor | None, sources: Tensor | None,
+                     targets: Tensor | None, only_successful: bool) -> tuple[Any, Any, Any, Tensor | None]:
+        """``(attributions, sources, targets, success mask)`` from a search result, where not given."""
+        if not isinstance(out, CounterfactualOutput):
+            raise TypeError(f"`counterfactuals` must be a CounterfactualOutput; got {type(out).__name__}")
+        if attributions is None:
+            attributions = self.probes.delta(out.original_latents.free.detach(), out.latents.free.detach())
+        if sources is None:
+            sources = predicted_classes(out.original_predictions)
+        if targets is None:
+            targets = predicted_classes(out.predictions)
+        return attributions, sources, targets, (out.success if only_successful else None)
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -436,3 +423,24 @@ class CounterfactualDescriptorAttribution(GradientAttribution):
                         generator: LatentGenerator, **kwargs: Any) -> CounterfactualDescriptorAttribution:
         """Rebuild from probes saved by :meth:`save_pretrained` and the given model and generator."""
         return cls(forward_func, generator, probes=LatentProbes.from_pretrained(directory), **kwargs)
+
+
+def _group_means(d: Tensor, groups: dict[tuple[int, int], Tensor], names: list[str]) -> GlobalDescriptorAttribution:
+    """Mean, standard error and count of the rows ``d[m]`` of every non-empty group ``m``."""
+    vals, errs, counts, trans = [], [], [], []
+    for p, m in groups.items():
+        rows = d[m]
+        if rows.shape[0] == 0:
+            continue
+        trans.append(p)
+        counts.append(rows.shape[0])
+        vals.append(rows.mean(0))
+        errs.append(rows.std(0) / rows.shape[0] ** 0.5 if rows.shape[0] > 1 else torch.zeros(len(names)))
+    k = len(names)
+    return GlobalDescriptorAttribution(
+        values=torch.stack(vals).float() if vals else torch.zeros(0, k),
+        transitions=trans,
+        counts=torch.tensor(counts, dtype=torch.long),
+        stderr=torch.stack(errs).float() if errs else torch.zeros(0, k),
+        descriptor_names=names,
+    )

@@ -237,21 +237,9 @@ class LatentIntegratedGradients(GradientAttribution):
         x = self.generator.check_images(inp.image, "inputs")
         extra = inp.forward_args(additional_forward_args)  # the later tuple members, then the user's arguments
         check_same_device(x, generator=self.generator, forward_func=self.forward_func)
-        check_positive(n_steps, "n_steps", integer=True)
-        check_positive(walk_steps, "walk_steps", integer=True)
-        if method not in ("path", "straight", "finite-difference"):
-            raise ValueError(f"`method` must be 'path', 'straight' or 'finite-difference'; got {method!r}")
-        if rule not in ("trapezoid", "left"):
-            raise ValueError(f"`rule` must be 'trapezoid' or 'left'; got {rule!r}")
-        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold < 1:
-            raise ValueError(f"`threshold` must be a probability in (0, 1); got {threshold!r}")
-        if max_alpha is not None:
-            check_positive(max_alpha, "max_alpha")
-        if internal_batch_size is not None:
-            check_positive(internal_batch_size, "internal_batch_size", integer=True)
-        given = sum(v is not None for v in (direction, baseline, path))
-        if given > 1:
-            raise ValueError("give at most one of `direction`, `baseline` and `path`")
+        _check_settings(n_steps=n_steps, walk_steps=walk_steps, method=method, rule=rule, threshold=threshold,
+                        max_alpha=max_alpha, internal_batch_size=internal_batch_size,
+                        given=sum(v is not None for v in (direction, baseline, path)))
         n = x.shape[0]
         renders = 0
         with eval_mode(self.forward_func, self.generator):
@@ -265,25 +253,10 @@ class LatentIntegratedGradients(GradientAttribution):
             if tgt is None and out0.dim() == 2 and out0.shape[1] > 1:
                 raise ValueError(f"`target` is required for a model with {out0.shape[1]} outputs")
             z = lat.free
-            found = torch.ones(n, dtype=torch.bool, device=x.device)
-            if path is not None:
-                zpath = self._check_path(path, z)
-            else:
-                if baseline is not None:
-                    zb = self._check_baseline(baseline, z)
-                else:
-                    d = self._direction(direction, x, lat, extra, tgt, bad)
-                    zb, found, r = self._walk(lat, d, extra, tgt, threshold, max_alpha, walk_steps, bad)
-                    renders += r
-                    if not bool((found | bad).all()):
-                        warnings.warn(f"{int((~found & ~bad).sum())} of {n} walks did not reach p(target) < "
-                                      f"{threshold}; "
-                                      "their baseline is the furthest step (see LatentIGOutput.baseline_found)",
-                                      stacklevel=3)
-                t = torch.linspace(0, 1, n_steps + 1, device=x.device, dtype=z.dtype)
-                t = t.view(1, -1, *([1] * (z.dim() - 1)))
-                zpath = zb.unsqueeze(1) + t * (z - zb).unsqueeze(1)
-                zpath[:, -1] = z  # exactly the input's code at the end
+            zpath, found, r = self._latent_path(x, lat, extra, tgt, bad, direction=direction, baseline=baseline,
+                                                path=path, n_steps=n_steps, threshold=threshold, max_alpha=max_alpha,
+                                                walk_steps=walk_steps)
+            renders += r
             p = zpath.shape[1]
             # render the path without gradients: Latent IG needs input gradients of the model only
             with torch.no_grad():
@@ -300,19 +273,7 @@ class LatentIntegratedGradients(GradientAttribution):
         if g is not None:
             bad |= ~torch.isfinite(g.view(n, -1)).all(1)
         gam = imgs.view(n, p, *imgs.shape[1:])
-        dgam = gam[:, 1:] - gam[:, :-1]
-        if method == "finite-difference":
-            df = (f[:, 1:] - f[:, :-1]).view(n, p - 1, *([1] * (imgs.dim() - 1)))
-            sq = dgam.flatten(2).pow(2).sum(2).view(n, p - 1, *([1] * (imgs.dim() - 1)))
-            attr = torch.where(sq > 0, df * dgam * dgam / sq.clamp_min(1e-30), torch.zeros_like(dgam)).sum(1)
-        else:
-            gg = g.view(n, p, *imgs.shape[1:])
-            if method == "straight":
-                attr = gg.mean(1) * (gam[:, -1] - gam[:, 0])
-            elif rule == "trapezoid":
-                attr = (0.5 * (gg[:, 1:] + gg[:, :-1]) * dgam).sum(1)
-            else:
-                attr = (gg[:, :-1] * dgam).sum(1)
+        attr = _path_sum(f, g, gam, method, rule)
         start, end = f[:, -1], f[:, 0]
         delta = attr.flatten(1).sum(1) - (start - end)
         if bool(bad.any()):
@@ -325,6 +286,30 @@ class LatentIntegratedGradients(GradientAttribution):
                               found, gam[:, 0].detach(), rec.detach(), renders, bad)
 
     # ------------------------------------------------------------------ helpers
+    def _latent_path(self, x: Tensor, lat: Latent, extra: tuple[Any, ...], tgt: Tensor | None, bad: Tensor, *,
+                     direction: Any, baseline: Tensor | Latent | None, path: Tensor | None, n_steps: int,
+                     threshold: float, max_alpha: float | None, walk_steps: int) -> tuple[Tensor, Tensor, int]:
+        """``(path of latent codes (N, P, *), baseline found (N,), renders)``: the given path, or the straight
+        line from the given baseline or from the end of a walk along the direction, ending at the input's code."""
+        n, z = x.shape[0], lat.free
+        found = torch.ones(n, dtype=torch.bool, device=x.device)
+        if path is not None:
+            return self._check_path(path, z), found, 0
+        renders = 0
+        if baseline is not None:
+            zb = self._check_baseline(baseline, z)
+        else:
+            d = self._direction(direction, x, lat, extra, tgt, bad)
+            zb, found, renders = self._walk(lat, d, extra, tgt, threshold, max_alpha, walk_steps, bad)
+            if not bool((found | bad).all()):
+                warnings.warn(f"{int((~found & ~bad).sum())} of {n} walks did not reach p(target) < {threshold}; "
+                              "their baseline is the furthest step (see LatentIGOutput.baseline_found)", stacklevel=4)
+        t = torch.linspace(0, 1, n_steps + 1, device=x.device, dtype=z.dtype)
+        t = t.view(1, -1, *([1] * (z.dim() - 1)))
+        zpath = zb.unsqueeze(1) + t * (z - zb).unsqueeze(1)
+        zpath[:, -1] = z  # exactly the input's code at the end
+        return zpath, found, renders
+
     def _call(self, x: Tensor, extra: tuple[Any, ...]) -> Tensor:
         return call_model(self.forward_func, x, (), extra)
 
@@ -441,3 +426,41 @@ class LatentIntegratedGradients(GradientAttribution):
             raise ValueError(f"`path` must have shape ({z.shape[0]}, P >= 2, {', '.join(map(str, z.shape[1:]))}); "
                              f"got {tuple(path.shape)}")
         return path.to(z.device, z.dtype)
+
+
+def _check_settings(*, n_steps: int, walk_steps: int, method: str, rule: str, threshold: float,
+                    max_alpha: float | None, internal_batch_size: int | None, given: int) -> None:
+    """The checks of :meth:`LatentIntegratedGradients.explain`'s settings (``given``: how many of
+    ``direction``, ``baseline`` and ``path`` were passed)."""
+    check_positive(n_steps, "n_steps", integer=True)
+    check_positive(walk_steps, "walk_steps", integer=True)
+    if method not in ("path", "straight", "finite-difference"):
+        raise ValueError(f"`method` must be 'path', 'straight' or 'finite-difference'; got {method!r}")
+    if rule not in ("trapezoid", "left"):
+        raise ValueError(f"`rule` must be 'trapezoid' or 'left'; got {rule!r}")
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold < 1:
+        raise ValueError(f"`threshold` must be a probability in (0, 1); got {threshold!r}")
+    if max_alpha is not None:
+        check_positive(max_alpha, "max_alpha")
+    if internal_batch_size is not None:
+        check_positive(internal_batch_size, "internal_batch_size", integer=True)
+    if given > 1:
+        raise ValueError("give at most one of `direction`, `baseline` and `path`")
+
+
+def _path_sum(f: Tensor, g: Tensor | None, gam: Tensor, method: str, rule: str) -> Tensor:
+    """The attributions of a rendered path ``gam`` ``(N, P, C, H, W)`` from the model's values ``f`` ``(N, P)``
+    (finite differences) or its input gradients ``g`` ``(N * P, C, H, W)`` along it."""
+    n, p = gam.shape[:2]
+    dgam = gam[:, 1:] - gam[:, :-1]
+    ones = [1] * (gam.dim() - 2)
+    if method == "finite-difference":
+        df = (f[:, 1:] - f[:, :-1]).view(n, p - 1, *ones)
+        sq = dgam.flatten(2).pow(2).sum(2).view(n, p - 1, *ones)
+        return torch.where(sq > 0, df * dgam * dgam / sq.clamp_min(1e-30), torch.zeros_like(dgam)).sum(1)
+    gg = g.view(n, p, *gam.shape[2:])  # type: ignore[union-attr]
+    if method == "straight":
+        return gg.mean(1) * (gam[:, -1] - gam[:, 0])
+    if rule == "trapezoid":
+        return (0.5 * (gg[:, 1:] + gg[:, :-1]) * dgam).sum(1)
+    return (gg[:, :-1] * dgam).sum(1)
