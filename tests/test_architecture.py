@@ -128,6 +128,11 @@ def test_every_module_follows_the_dependency_rule():
     found = []
     for path in all_modules():
         found += violations(path.read_text(), module_name(path), path.name == "__init__.py")
+    # the project's tools (outside the package) use the library, never the command line's internals
+    for path in sorted((PKG.parent / "tools").glob("*.py")):
+        found += [f"tools/{path.name}:{line} imports {target}"
+                  for target, line in package_imports(path.read_text(), f"tools.{path.stem}")
+                  if target.startswith("captum_cfx.cli")]
     assert not found, "imports against the dependency rule (docs/architecture.md):\n" + "\n".join(found)
 
 
