@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 import captum_cfx
-from captum_cfx import LatentCounterfactualAttack, RegressionTarget
+from captum_cfx import LatentAttackConfig, LatentCounterfactualAttack, RegressionTarget
 from captum_cfx.compare import build_tasks
 from captum_cfx.compare.registry import CFResult
 from captum_cfx.compare.scoring import score_ground_truth, valid_outputs
@@ -36,13 +36,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "line10": {"line_search": 10},
     "l1_0.3": {"sparsity": 0.3},
     "l1_0.6": {"sparsity": 0.6},
-    "l1_0.9": {"sparsity": 0.9},
     "mask0.1": {"mask_threshold": 0.1},
-    "mask0.2": {"mask_threshold": 0.2},
-    "margin2": {"margin": 2.0},
+    "l1_0.3_line10": {"sparsity": 0.3, "line_search": 10},
+    "minimal_preset": dict(LatentAttackConfig.PRESETS["minimal"]),
+    "minimal_preset_line10": {**LatentAttackConfig.PRESETS["minimal"], "line_search": 10},
     "margin2_line10": {"margin": 2.0, "line_search": 10},
-    "l1_0.6_line10": {"sparsity": 0.6, "line_search": 10},
-    "l1_0.6_line10_mask0.1": {"sparsity": 0.6, "line_search": 10, "mask_threshold": 0.1},
 }
 
 

@@ -129,3 +129,22 @@ def test_minimality_options_refuse_bad_values(kw, match):
     x = gen.decode(torch.zeros(1, 2))
     with pytest.raises((ValueError, TypeError), match=match):
         LatentCounterfactualAttack(model, gen).generate(x, target=1, **kw)
+
+
+def test_minimal_preset_is_steepest_descent_and_the_default_is_the_paper():
+    from captum_cfx import LatentAttackConfig
+
+    assert LatentAttackConfig.preset("paper") == LatentAttackConfig()
+    cfg = LatentAttackConfig.preset("minimal", max_steps=7)
+    assert (cfg.optimizer, cfg.lr, cfg.max_steps, cfg.line_search, cfg.sparsity) == ("l2", 0.5, 7, 0, 0.0)
+    with pytest.raises(ValueError, match="name"):
+        LatentAttackConfig.preset("smallest")
+    # on the linear world the preset's steps follow the normalised gradient: z0 + k * 0.5 * c / |c|
+    A, W, gen, model = linear_world()
+    x = gen.decode(torch.tensor([[0.3, -0.2]]))
+    z0 = gen.encode(x).free
+    c = (W[1] - W[0]) @ A
+    out = LatentCounterfactualAttack(model, gen).generate(x, target=1, **LatentAttackConfig.preset("minimal").to_dict())
+    k = int(torch.ceil((6.25 - z0 @ c) / (0.5 * c.norm())))
+    assert out.success.all() and int(out.n_steps[0]) == k
+    assert torch.allclose(out.latents.free, z0 + k * 0.5 * c / c.norm(), atol=1e-5)

@@ -62,6 +62,13 @@ class LatentAttackConfig(Config):
 
     #: Adam's step size when ``lr`` is ``None``
     ADAM_LR: ClassVar[float] = 0.3
+    #: named settings: ``"paper"`` (the defaults) and ``"minimal"`` (steepest descent in the latent L2 norm
+    #: instead of Adam's per-dimension steps; docs/latent_attack.md, "Minimal counterfactuals",
+    #: ``benchmarks/results/minimal_cpu.json``)
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {},
+        "minimal": {"optimizer": "l2", "lr": 0.5, "max_steps": 2000},
+    }
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "margin": [Interval(float, 0, None)],
         "optimizer": [Options("adam", "l2", "sign"), Satisfies(LatentOptimizer, "a LatentOptimizer")],
@@ -77,6 +84,14 @@ class LatentAttackConfig(Config):
         "mask_threshold": [Interval(float, 0, None, low_open=True), None],
         "mask_dilation": [Interval(int, 0, None)],
     }
+
+    @classmethod
+    def preset(cls, name: str, **changes: Any) -> LatentAttackConfig:
+        """The settings of preset ``name`` (see :attr:`PRESETS`), with ``changes``; pass them on with
+        ``attack.generate(x, target=t, **LatentAttackConfig.preset("minimal").to_dict())``."""
+        if name not in cls.PRESETS:
+            raise ValueError(f"`name` must be one of {sorted(cls.PRESETS)}; got {name!r}")
+        return cls(**{**cls.PRESETS[name], **changes})
 
     def make_optimizer(self) -> LatentOptimizer:
         """The optimiser these settings name (Adam at :attr:`ADAM_LR` unless ``lr`` is given)."""
