@@ -193,18 +193,15 @@ class LatentCounterfactualAttack(CounterfactualMethod):
             radius: if given, project ``z`` back onto the L2 ball of this radius around ``z0``.
             skip_zero_grad: stop samples whose first gradient is exactly zero (the reference skips
                 them); they are reported as unsuccessful.
-            sparsity: weight of an L1 penalty on ``z - z0``, applied as a proximal step (soft
-                thresholding of ``z - z0`` by ``sparsity * lr`` after every optimiser step, as ISTA does),
-                so that latent dimensions whose steps stay below the threshold stay exactly at ``z0``
-                (0 = the paper's choice; docs/latent_attack.md, "Minimal counterfactuals").
-            line_search: after a sample succeeds, this many bisection steps along the straight segment
-                from ``z0`` to its counterfactual latent, keeping the smallest ``alpha`` in ``(0, 1]`` found
-                whose ``z0 + alpha (z - z0)`` still meets the objective (0 = off, the paper's choice).
-            mask_threshold: if given, ACE-style masking of the decoded change: pixels where
-                ``|counterfactual - reconstruction|`` (max over channels) exceeds it, dilated by
-                ``mask_dilation`` pixels, take the counterfactual, the others keep the reconstruction; a
-                sample keeps the masked image only if it still meets the objective (``None`` = off).
-            mask_dilation: dilation radius of the mask in pixels (int ``>= 0``).
+            sparsity: weight of an L1 penalty on ``z - z0`` as ISTA's proximal step: ``z - z0`` is
+                soft-thresholded by ``sparsity * lr`` after every optimiser step (0 = off, the paper's choice;
+                docs/latent_attack.md, "Minimal counterfactuals", and ``LatentAttackConfig.preset``).
+            line_search: after success, this many bisection steps along ``z0 + alpha (z - z0)``, keeping the
+                smallest ``alpha`` in ``(0, 1]`` found that still meets the objective (0 = off).
+            mask_threshold, mask_dilation: ACE-style masking (``None`` = off): pixels where
+                ``|counterfactual - reconstruction|`` (max over channels) exceeds the threshold, dilated by
+                ``mask_dilation`` pixels, take the counterfactual, the others the reconstruction; kept only
+                if the masked image still meets the objective.
             internal_batch_size: process the inputs in chunks of this size.
             generator: a ``torch.Generator`` for the stochastic start.
             progress: show a tqdm progress bar over steps.
