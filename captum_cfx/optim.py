@@ -6,6 +6,11 @@ The step number ``t`` is an int shared by the batch, or a long ``(N,)`` tensor o
 (what the search engine passes, so that samples entering a running batch start at step 1); both give
 bit-identical updates.
 
+State and arithmetic are float32 (or float64 for float64 latents) whatever the latent's dtype: with float16 or
+bfloat16 latents (a half-precision diffusers model), Adam's second moment and ``eps = 1e-8`` underflow in the
+latent's own dtype and every step would come out non-finite; the update is computed in float32 and only the new
+latent is rounded back to the latent's dtype. Float32 and float64 latents are computed exactly as before.
+
 Shape:
     - z, grad: ``(N, *)``; every state tensor: ``(N, *)``; t: int or ``(N,)``.
 """
@@ -21,6 +26,12 @@ from torch import Tensor
 from captum_cfx._validation import check_float
 
 __all__ = ["LatentAdam", "LatentOptimizer", "NormalizedGradient", "SignGradient", "get_optimizer"]
+
+
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype optimiser state and updates are computed in: float32 for half-precision latents (float16,
+    bfloat16), the latent's own dtype otherwise (float32, float64)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _per_sample_norm(g: Tensor) -> Tensor:
@@ -80,16 +91,18 @@ class LatentAdam(LatentOptimizer):
         self.eps = check_float(eps, "eps", low=0, low_open=True)
 
     def init_state(self, z: Tensor) -> dict[str, Tensor]:
-        return {"m": torch.zeros_like(z), "v": torch.zeros_like(z)}
+        dt = state_dtype(z.dtype)
+        return {"m": torch.zeros_like(z, dtype=dt), "v": torch.zeros_like(z, dtype=dt)}
 
     def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], *, t: int | Tensor) -> Tensor:
         b1, b2 = self.betas
         m, v = state["m"], state["v"]
-        m.mul_(b1).add_(grad, alpha=1 - b1)
-        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        g = grad.to(m.dtype)  # no-ops for float32/float64 latents: bit-identical to computing in their dtype
+        m.mul_(b1).add_(g, alpha=1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
         mhat = m / _bias_correction(b1, t, m)
         vhat = v / _bias_correction(b2, t, v)
-        return z - self.lr * mhat / (vhat.sqrt() + self.eps)
+        return (z.to(m.dtype) - self.lr * mhat / (vhat.sqrt() + self.eps)).to(z.dtype)
 
 
 class NormalizedGradient(LatentOptimizer):
@@ -99,7 +112,9 @@ class NormalizedGradient(LatentOptimizer):
         super().__init__(lr)
 
     def step(self, z: Tensor, grad: Tensor, state: dict[str, Tensor], *, t: int | Tensor) -> Tensor:
-        return z - self.lr * grad / _per_sample_norm(grad)
+        dt = state_dtype(z.dtype)  # the norm's clamp (1e-12) would be 0 in float16
+        g = grad.to(dt)
+        return (z.to(dt) - self.lr * g / _per_sample_norm(g)).to(z.dtype)
 
 
 class SignGradient(LatentOptimizer):

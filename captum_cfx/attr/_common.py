@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,7 @@ from torch import Tensor
 
 from captum_cfx._utils import as_tuple
 from captum_cfx._validation import format_inputs
-from captum_cfx.generators.base import LatentGenerator
+from captum_cfx.generators.base import Latent, LatentGenerator
 
 
 def check_model_and_generator(forward_func: Any, generator: Any) -> None:
@@ -67,3 +68,28 @@ def generate_on(method: Any, inputs: Any, target: Any, additional_forward_args: 
 def like_inputs(first: Tensor, tup: tuple[Tensor, ...], is_tuple: bool) -> Tensor | tuple[Tensor, ...]:
     """A map for the image shaped like ``inputs``: a tensor, or a tuple with zeros for the extra members."""
     return CaptumInputs(tup[0], tuple(tup[1:]), is_tuple).like_inputs(first)
+
+
+def iter_decoded(generator: LatentGenerator, latent: Latent, free: Tensor, repeats: int,
+                 batch_size: int | None) -> Iterator[tuple[slice, Tensor]]:
+    """Decode many renders of a few latents, ``batch_size`` renders per decoder call.
+
+    Row ``r`` of ``free`` is decoded with the fixed parts of sample ``r // repeats`` of ``latent``; the fixed
+    parts are gathered per chunk, never copied ``repeats`` times, so memory is one chunk's renders plus the
+    inputs. Yields ``(rows, images)`` per chunk.
+
+    Shape:
+        - latent: ``(N, *)``; free: ``(N * repeats, *latent.free.shape[1:])``; images: ``(rows, C, H, W)``.
+    """
+    m = free.shape[0]
+    bs = batch_size or m
+    for lo in range(0, m, bs):
+        rows = slice(lo, min(lo + bs, m))
+        idx = torch.arange(rows.start, rows.stop, device=free.device) // repeats
+        yield rows, generator.decode(latent[idx].replace(free[rows]))
+
+
+def decode_repeated(generator: LatentGenerator, latent: Latent, free: Tensor, repeats: int,
+                    batch_size: int | None) -> Tensor:
+    """All the renders of :func:`iter_decoded`, concatenated ``(N * repeats, C, H, W)``."""
+    return torch.cat([img for _, img in iter_decoded(generator, latent, free, repeats, batch_size)])

@@ -32,9 +32,13 @@ How this implementation differs:
   the decision and ``-1`` for the others (the paper writes ``z - alpha * d`` with the gradient itself).
 - **Selection**: the best direction is the one that flips the source at the smallest ``alpha`` (ties:
   smaller perceptual distance); every direction's line-search scores are kept in :attr:`scores_`.
-- Hessians are computed exactly (one HVP per latent dimension) and the eigenvectors with the largest
-  eigenvalues are taken; ``hvp="finite-difference"`` (automatic fallback) uses central differences of true
-  gradients for models without a double backward (e.g. diffusers' attention on CPU).
+- h-directions come from Hessian-vector products only. Up to ``dense_max_dim`` (128) latent dimensions the
+  Hessian is formed exactly from one HVP per dimension and its top eigenvectors are taken (the reference
+  path, exact); above it a Lanczos eigen-solver (``eigensolver="lanczos"``) finds the top eigenvectors from
+  ``hessian_steps`` HVPs per loss, every buffer linear in the latent size (an SD-VAE latent at 256x256 has
+  4,096 dimensions, a DDIM latent 196,608). ``hvp="finite-difference"`` (automatic fallback) uses central
+  differences of true gradients for models without a double backward (e.g. diffusers' attention on CPU).
+- Every decode is chunked by ``internal_batch_size`` renders (line search, proxy samples, transfers).
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ from tqdm.auto import tqdm
 from captum_cfx._io import load_safetensors
 from captum_cfx._utils import as_tuple, call_model, check_same_device, eval_mode, index_args
 from captum_cfx._validation import check_fitted, check_positive, parse_target
-from captum_cfx.attr._common import CaptumInputs, check_model_and_generator
+from captum_cfx.attr._common import CaptumInputs, check_model_and_generator, iter_decoded
 from captum_cfx.generators.base import Latent, LatentGenerator
 
 __all__ = ["GlobalCounterfactualDirections", "GlobalityResult", "OracleFeatureDistance", "TransferOutput",
@@ -223,6 +227,13 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         hvp: white-box Hessians: ``"exact"`` (double backward), ``"finite-difference"`` (central
             differences of true gradients, for models without a double backward such as some attention
             kernels) or ``"auto"`` (exact, falling back to finite differences with a warning).
+        eigensolver: how h-directions are found: ``"dense"`` forms the ``(D, D)`` Hessian from ``D``
+            Hessian-vector products (rows) and takes its top eigenvectors exactly; ``"lanczos"`` runs Lanczos on
+            Hessian-vector products (``hessian_steps`` of them per loss, every buffer linear in ``D``: what large
+            latents need); ``"auto"`` (default) is dense for ``D <= dense_max_dim`` and Lanczos above.
+        dense_max_dim: the largest latent size ``"auto"`` treats densely (default 128).
+        hessian_steps: Lanczos iterations (= Hessian-vector products) per loss; default ``max(20, 4 * n_hessian)``
+            (capped at ``D``, where Lanczos is exact).
 
     Shape:
         - source / images: ``(N, C, H, W)`` in ``generator.input_range``.
@@ -265,6 +276,10 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         proxy_hidden: int = 256,
         proxy_epochs: int = 300,
         hvp: str = "auto",
+        *,
+        eigensolver: str = "auto",
+        dense_max_dim: int = 128,
+        hessian_steps: int | None = None,
     ) -> None:
         check_model_and_generator(forward_func, generator)
         if classes is not None:
@@ -277,6 +292,11 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
             raise TypeError(f"`distance` must be callable (images, reference) -> (N,); got {type(distance).__name__}")
         if hvp not in ("auto", "exact", "finite-difference"):
             raise ValueError(f"`hvp` must be 'auto', 'exact' or 'finite-difference'; got {hvp!r}")
+        if eigensolver not in ("auto", "dense", "lanczos"):
+            raise ValueError(f"`eigensolver` must be 'auto', 'dense' or 'lanczos'; got {eigensolver!r}")
+        check_positive(dense_max_dim, "dense_max_dim", integer=True, allow_zero=True)
+        if hessian_steps is not None:
+            check_positive(hessian_steps, "hessian_steps", integer=True)
         if mode not in ("white-box", "proxy"):
             raise ValueError(f"`mode` must be 'white-box' or 'proxy'; got {mode!r}")
         weights = [tuple(float(v) for v in w) for w in loss_weights]
@@ -307,6 +327,9 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         self.proxy_hidden = proxy_hidden
         self.proxy_epochs = proxy_epochs
         self.hvp = hvp
+        self.eigensolver = eigensolver
+        self.dense_max_dim = dense_max_dim
+        self.hessian_steps = hessian_steps
 
     # ------------------------------------------------------------------ the binary question
     def score(self, x: Tensor, extra: tuple[Any, ...] = ()) -> Tensor:
@@ -345,7 +368,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
 
     # ------------------------------------------------------------------ fit
     def fit(self, source: Tensor, additional_forward_args: Any = None, generator: torch.Generator | None = None,
-            *, progress: bool = False) -> GlobalCounterfactualDirections:
+            *, progress: bool = False, internal_batch_size: int | None = 64) -> GlobalCounterfactualDirections:
         """Find directions from one source image.
 
         Args:
@@ -353,6 +376,8 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
             additional_forward_args: extra arguments for ``forward_func``.
             generator: a ``torch.Generator`` for the proxy mode's sampling and proxy initialisation.
             progress: show a progress bar over proxy rounds.
+            internal_batch_size: renders per decoder call (line search, proxy samples, dense Hessian rows);
+                ``None``: all of a kind at once. Results do not depend on it beyond float rounding; memory does.
 
         Returns:
             ``self``, with :attr:`directions_` ``(K, D)``, :attr:`direction_kinds_`, :attr:`scores_`
@@ -364,9 +389,13 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
             raise ValueError(f"`source` must hold exactly one image (1, C, H, W); got {tuple(x0.shape)}")
         check_same_device(x0, generator=self.generator, forward_func=self.forward_func)
         extra = as_tuple(additional_forward_args)
+        if internal_batch_size is not None:
+            check_positive(internal_batch_size, "internal_batch_size", integer=True)
+        bs = internal_batch_size
         dist = self._distance_fn()
         t0 = time.perf_counter()
         self.renders_ = 0
+        self._hvp_fallback = False
         with eval_mode(self.forward_func, self.generator, dist), torch.enable_grad():
             with torch.no_grad():
                 lat0 = self.generator.encode(x0).detach()
@@ -376,11 +405,12 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
             s = 1.0 if float(score0[0]) > 0 else -1.0
             alpha_max = self.alpha_max if self.alpha_max is not None else 1.5 * float(z0.norm())
             if self.mode == "white-box":
-                dirs, kinds = self._white_box_directions(lat0, z0, x0, s, extra, dist)
+                dirs, kinds = self._white_box_directions(lat0, z0, x0, s, extra, dist, bs)
             else:
-                dirs, kinds = self._proxy_directions(lat0, z0, x0, s, extra, dist, alpha_max, generator, progress)
+                dirs, kinds = self._proxy_directions(lat0, z0, x0, s, extra, dist, alpha_max, generator, progress,
+                                                     bs)
             grid = alpha_max * torch.arange(1, self.n_alphas + 1, device=z0.device, dtype=z0.dtype) / self.n_alphas
-            scores = self._line_search(lat0, z0, x0, s, dirs, grid, extra, dist)
+            scores = self._line_search(lat0, z0, x0, s, dirs, grid, extra, dist, bs)
         self.directions_ = dirs.detach()
         self.direction_kinds_ = kinds
         self.scores_ = scores
@@ -404,7 +434,7 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         return s * score, dist(img, x0.expand(n, *x0.shape[1:]))
 
     def _white_box_directions(self, lat0: Latent, z0: Tensor, x0: Tensor, s: float, extra: tuple[Any, ...],
-                              dist: DistanceFn) -> tuple[Tensor, list[str]]:
+                              dist: DistanceFn, bs: int | None) -> tuple[Tensor, list[str]]:
         # gradients of both loss terms at z0 (one gradient pass each counts as a render)
         z = z0.detach().clone().requires_grad_(True)
         logit, dst = self._loss_terms(lat0, z, x0, s, extra, dist)
@@ -412,59 +442,114 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         g_dist = torch.autograd.grad(dst.sum(), z)[0]
         self.renders_ += 2
         dirs, kinds = [], []
+        hessians: list[Tensor] = []
         for a, b in self.loss_weights:
             g = a * g_logit + b * g_dist
             dirs.append(-g[0] / g[0].norm().clamp_min(1e-12))
             kinds.append(f"g({a:g},{b:g})")
         if self.n_hessian > 0:
-            if self.hvp == "finite-difference":
-                h_logit, h_dist = self._hessians_fd(lat0, z0, x0, s, extra, dist)
-            else:
-                try:
-                    h_logit, h_dist = self._hessians_exact(lat0, z0, x0, s, extra, dist)
-                except RuntimeError as err:  # e.g. attention kernels without a double backward
-                    if self.hvp == "exact":
-                        raise
-                    warnings.warn(f"exact Hessian-vector products failed ({str(err)[:120]}); using central "
-                                  "differences of gradients instead (hvp='finite-difference')", stacklevel=3)
-                    h_logit, h_dist = self._hessians_fd(lat0, z0, x0, s, extra, dist)
+            dim = z0.shape[1]
+            dense = self.eigensolver == "dense" or (self.eigensolver == "auto" and dim <= self.dense_max_dim)
             for a, b in self.loss_weights:
-                h = a * h_logit + b * h_dist
                 g = (a * g_logit + b * g_dist)[0]
-                new = _top_eigvecs(h, g, self.n_hessian)
+                if dense:
+                    if not hessians:  # both terms' dense Hessians once, shared by every loss weight pair
+                        hessians.extend(self._with_fallback(self._hessians_dense, lat0, z0, x0, s, extra, dist, bs))
+                    new = _top_eigvecs(a * hessians[0] + b * hessians[1], g, self.n_hessian)
+                else:
+                    new = self._with_fallback(self._lanczos_directions, lat0, z0, x0, s, extra, dist, (a, b), g)
                 dirs.extend(new)
                 kinds.extend(f"h{i + 1}({a:g},{b:g})" for i in range(len(new)))
         return torch.stack(dirs).detach(), kinds
 
-    def _hessians_exact(self, lat0: Latent, z0: Tensor, x0: Tensor, s: float, extra: tuple[Any, ...],
-                        dist: DistanceFn) -> tuple[Tensor, Tensor]:
-        """Exact Hessians by batched HVPs: row i of a batch of copies of z0 gives ``H e_i``."""
-        d = z0.shape[1]
-        zb = z0.detach().expand(d, d).clone().requires_grad_(True)
-        logit_b, dst_b = self._loss_terms(lat0, zb, x0, s, extra, dist)
-        gl = torch.autograd.grad(logit_b.sum(), zb, create_graph=True)[0]
-        gd = torch.autograd.grad(dst_b.sum(), zb, create_graph=True)[0]
-        eye = torch.eye(d, device=z0.device, dtype=z0.dtype)
-        h_logit = torch.autograd.grad((gl * eye).sum(), zb, retain_graph=True)[0]
-        h_dist = torch.autograd.grad((gd * eye).sum(), zb)[0]
-        self.renders_ += 2 * d  # HVPs, one per latent dimension and loss term
-        return h_logit, h_dist
+    def _with_fallback(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args, exact)``: double backward, or central differences of gradients (``hvp``; ``"auto"`` falls
+        back to differences with a warning when the double backward fails)."""
+        if self.hvp == "finite-difference" or self._hvp_fallback:
+            return fn(*args, False)
+        try:
+            return fn(*args, True)
+        except RuntimeError as err:  # e.g. attention kernels without a double backward
+            if self.hvp == "exact":
+                raise
+            warnings.warn(f"exact Hessian-vector products failed ({str(err)[:120]}); using central "
+                          "differences of gradients instead (hvp='finite-difference')", stacklevel=4)
+            self._hvp_fallback = True
+            return fn(*args, False)
 
-    def _hessians_fd(self, lat0: Latent, z0: Tensor, x0: Tensor, s: float, extra: tuple[Any, ...],
-                     dist: DistanceFn, eps: float = 1e-2) -> tuple[Tensor, Tensor]:
-        """Hessians by central differences of true gradients (first-order backward only)."""
+    def _hessians_dense(self, lat0: Latent, z0: Tensor, x0: Tensor, s: float, extra: tuple[Any, ...],
+                        dist: DistanceFn, bs: int | None, exact: bool, eps: float = 1e-2) -> tuple[Tensor, Tensor]:
+        """Both loss terms' ``(D, D)`` Hessians, ``bs`` rows at a time (only where ``D <= dense_max_dim``).
+
+        Exact: row ``i`` of a batch of copies of ``z0`` gives ``H e_i`` by double backward (one HVP per latent
+        dimension and loss term). Finite differences: central differences of true gradients at ``z0 +- eps e_i``.
+        """
         d = z0.shape[1]
-        eye = torch.eye(d, device=z0.device, dtype=z0.dtype)
-        zb = torch.cat([z0 + eps * eye, z0 - eps * eye]).detach().requires_grad_(True)
-        logit_b, dst_b = self._loss_terms(lat0, zb, x0, s, extra, dist)
-        gl = torch.autograd.grad(logit_b.sum(), zb, retain_graph=True)[0]
-        gd = torch.autograd.grad(dst_b.sum(), zb)[0]
-        self.renders_ += 2 * 2 * d  # gradient passes: two loss terms at 2d points
-        return (gl[:d] - gl[d:]) / (2 * eps), (gd[:d] - gd[d:]) / (2 * eps)
+        bs = bs or d
+        rows_l, rows_d = [], []
+        for lo in range(0, d, bs):
+            eye = torch.eye(d, device=z0.device, dtype=z0.dtype)[lo:lo + bs]
+            k = eye.shape[0]
+            if exact:
+                zb = z0.detach().expand(k, d).clone().requires_grad_(True)
+                logit_b, dst_b = self._loss_terms(lat0, zb, x0, s, extra, dist)
+                gl = torch.autograd.grad(logit_b.sum(), zb, create_graph=True)[0]
+                gd = torch.autograd.grad(dst_b.sum(), zb, create_graph=True)[0]
+                rows_l.append(torch.autograd.grad((gl * eye).sum(), zb, retain_graph=True)[0].detach())
+                rows_d.append(torch.autograd.grad((gd * eye).sum(), zb)[0].detach())
+                self.renders_ += 2 * k  # HVPs, one per latent dimension and loss term
+            else:
+                zb = torch.cat([z0 + eps * eye, z0 - eps * eye]).detach().requires_grad_(True)
+                logit_b, dst_b = self._loss_terms(lat0, zb, x0, s, extra, dist)
+                gl = torch.autograd.grad(logit_b.sum(), zb, retain_graph=True)[0]
+                gd = torch.autograd.grad(dst_b.sum(), zb)[0]
+                rows_l.append((gl[:k] - gl[k:]) / (2 * eps))
+                rows_d.append((gd[:k] - gd[k:]) / (2 * eps))
+                self.renders_ += 2 * 2 * k  # gradient passes: two loss terms at 2k points
+        return torch.cat(rows_l), torch.cat(rows_d)
+
+    def _lanczos_directions(self, lat0: Latent, z0: Tensor, x0: Tensor, s: float, extra: tuple[Any, ...],
+                            dist: DistanceFn, weights: tuple[float, float], g: Tensor, exact: bool) -> list[Tensor]:
+        hvp = self._hvp_operator(lat0, z0, x0, s, extra, dist, weights, exact)
+        return _lanczos_top(hvp, g, self.n_hessian, self.hessian_steps)
+
+    def _hvp_operator(self, lat0: Latent, z0: Tensor, x0: Tensor, s: float, extra: tuple[Any, ...],
+                      dist: DistanceFn, weights: tuple[float, float], exact: bool,
+                      eps: float = 1e-2) -> Callable[[Tensor], Tensor]:
+        """``v -> H v`` for the loss ``a * s * score + b * distance`` at ``z0``; every buffer is linear in ``D``.
+
+        Exact: the gradient's graph at ``z0`` is built once (``create_graph``) and each product is one more
+        backward through it (double backward). Finite differences: ``(g(z0 + eps v) - g(z0 - eps v)) / (2 eps)``
+        from two gradient passes. Each product counts its renders.
+        """
+        a, b = weights
+        if exact:
+            z = z0.detach().clone().requires_grad_(True)
+            logit, dst = self._loss_terms(lat0, z, x0, s, extra, dist)
+            (g,) = torch.autograd.grad((a * logit + b * dst).sum(), z, create_graph=True)
+            if not g.requires_grad:  # a loss linear in z: its Hessian is zero
+                return lambda v: torch.zeros_like(v)
+
+            def hvp(v: Tensor) -> Tensor:
+                self.renders_ += 1
+                (hv,) = torch.autograd.grad((g * v.to(g.dtype).reshape(g.shape)).sum(), z, retain_graph=True)
+                return hv.reshape(-1).detach()
+
+            return hvp
+
+        def hvp_fd(v: Tensor) -> Tensor:
+            vv = v.to(z0.dtype).reshape(1, -1)
+            zb = torch.cat([z0 + eps * vv, z0 - eps * vv]).detach().requires_grad_(True)
+            logit, dst = self._loss_terms(lat0, zb, x0, s, extra, dist)
+            (gb,) = torch.autograd.grad((a * logit + b * dst).sum(), zb)
+            self.renders_ += 2
+            return ((gb[0] - gb[1]) / (2 * eps)).detach()
+
+        return hvp_fd
 
     def _proxy_directions(self, lat0: Latent, z0: Tensor, x0: Tensor, s: float, extra: tuple[Any, ...],
                           dist: DistanceFn, alpha_max: float, rng: torch.Generator | None,
-                          progress: bool) -> tuple[Tensor, list[str]]:
+                          progress: bool, bs: int | None) -> tuple[Tensor, list[str]]:
         d = z0.shape[1]
         n_dirs = len(self.loss_weights) * (1 + self.n_hessian)
         n_samples = self.render_budget - self.renders_ - n_dirs * self.n_alphas
@@ -488,9 +573,10 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
             r = torch.rand(m, 1, generator=rng, device=rng.device if rng is not None else dev).to(dev, dt) * radius
             dz = r * u
             with torch.no_grad():
-                for lo in range(0, m, 500):
-                    logit, dst = self._loss_terms(lat0, z0 + dz[lo:lo + 500], x0, s, extra, dist)
-                    xs.append(dz[lo:lo + 500])
+                step = bs or m
+                for lo in range(0, m, step):
+                    logit, dst = self._loss_terms(lat0, z0 + dz[lo:lo + step], x0, s, extra, dist)
+                    xs.append(dz[lo:lo + step])
                     ys.append(torch.stack([s * logit, dst], 1))  # the raw score (not signed) and the distance
             proxy.fit(torch.cat(xs), torch.cat(ys), self.proxy_epochs)
         dirs, kinds = [], []
@@ -505,8 +591,18 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
             dirs.append(-g / g.norm().clamp_min(1e-12))
             kinds.append(f"g({a:g},{b:g})")
             if self.n_hessian > 0:
-                h = torch.autograd.functional.hessian(loss, zero[0])
-                new = _top_eigvecs(h, g, self.n_hessian)
+                if self.eigensolver == "dense" or (self.eigensolver == "auto" and d <= self.dense_max_dim):
+                    new = _top_eigvecs(torch.autograd.functional.hessian(loss, zero[0]), g, self.n_hessian)
+                else:  # the proxy's Hessian-vector products by double backward: nothing of size D x D
+                    zp = zero.clone().requires_grad_(True)
+                    (gp,) = torch.autograd.grad(loss(zp), zp, create_graph=True)
+
+                    def hvp(v: Tensor, gp: Tensor = gp, zp: Tensor = zp) -> Tensor:
+                        (hv,) = torch.autograd.grad((gp * v.to(gp.dtype).reshape(gp.shape)).sum(), zp,
+                                                    retain_graph=True)
+                        return hv.reshape(-1).detach()
+
+                    new = _lanczos_top(hvp, g, self.n_hessian, self.hessian_steps)
                 dirs.extend(new)
                 kinds.extend(f"h{i + 1}({a:g},{b:g})" for i in range(len(new)))
         self.proxy_ = proxy
@@ -514,11 +610,13 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
 
     @torch.no_grad()
     def _line_search(self, lat0: Latent, z0: Tensor, x0: Tensor, s: float, dirs: Tensor, grid: Tensor,
-                     extra: tuple[Any, ...], dist: DistanceFn) -> list[dict[str, Any]]:
+                     extra: tuple[Any, ...], dist: DistanceFn, bs: int | None) -> list[dict[str, Any]]:
         scores = []
+        step = bs or grid.numel()
         for k in range(dirs.shape[0]):
             zs = z0 + grid[:, None] * dirs[k][None]
-            logit, dst = self._loss_terms(lat0, zs, x0, s, extra, dist)
+            parts = [self._loss_terms(lat0, zs[lo:lo + step], x0, s, extra, dist) for lo in range(0, len(zs), step)]
+            logit, dst = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
             flipped = logit < 0  # s * score < 0: the decision changed
             if bool(flipped.any()):
                 i = int(flipped.nonzero()[0])
@@ -564,7 +662,9 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
             direction: see :meth:`direction`.
             target: optional class per image to move towards (one of ``classes``).
             additional_forward_args: extra arguments for ``forward_func`` (indexed per image).
-            internal_batch_size: images per decode batch (each image is rendered ``len(alphas)`` times).
+            internal_batch_size: renders per decoder call (each image is rendered ``len(alphas)`` times; images
+                are encoded ``max(1, internal_batch_size // len(alphas))`` at a time). Results do not depend on it
+                beyond float rounding; memory does.
 
         Returns:
             :class:`TransferOutput`.
@@ -595,9 +695,10 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         recs, cfs, used, succ, signs, c0s, c1s, flips_all, bad = [], [], [], [], [], [], [], [], []
         agree: list[Tensor] = []
         strict: list[Tensor] = []
+        per = max(1, bs // a)  # images per pass: their renders (at most max(bs, A)) are held for the selection
         with eval_mode(self.forward_func, self.generator, oracle), torch.no_grad():
-            for lo in range(0, n, bs):
-                sl = slice(lo, min(lo + bs, n))
+            for lo in range(0, n, per):
+                sl = slice(lo, min(lo + per, n))
                 xb, m = x[sl], x[sl].shape[0]
                 eb = index_args(extra, n, sl)
                 lat = self.generator.encode(xb)
@@ -613,11 +714,23 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                 sign = sign.to(x.dtype)
                 zf = lat.free.reshape(m, -1)
                 zs = zf[:, None, :] + grid[None, :, None] * sign[:, None, None] * d[None, None, :]
-                lat_rep = lat.repeat_interleave(a)
-                img = self.generator.decode(lat_rep.replace(zs.reshape(m * a, *lat.free.shape[1:])))
                 e_rep = tuple(t.repeat_interleave(a, 0) if isinstance(t, Tensor) and t.dim() and t.shape[0] == m
                               else t for t in eb)
-                score = self.score(img, e_rep).reshape(m, a)
+                new_cls = self._class_of(~pos0).repeat_interleave(a)  # after a flip: the other class
+                parts, score_parts, ag_parts, st_parts = [], [], [], []
+                for rows, img in iter_decoded(self.generator, lat, zs.reshape(m * a, *lat.free.shape[1:]), a, bs):
+                    parts.append(img)
+                    score_parts.append(self.score(img, index_args(e_rep, m * a, rows)))
+                    if oracle is not None:
+                        o = oracle(img)
+                        if self.classes is None:
+                            ag_parts.append((o.reshape(-1) > 0).long() == new_cls[rows])
+                        else:
+                            neg, p = self.classes
+                            ag_parts.append(torch.where(o[:, p] > o[:, neg], p, neg) == new_cls[rows])
+                            st_parts.append(o.argmax(1) == new_cls[rows])
+                img = torch.cat(parts)
+                score = torch.cat(score_parts).reshape(m, a)
                 nonfinite = ~torch.isfinite(score0) | ~torch.isfinite(score).all(1)  # flagged per image
                 pos = score > 0
                 flips = (pos != pos0[:, None]) & ~nonfinite[:, None]
@@ -634,14 +747,9 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                 flips_all.append(flips)
                 bad.append(nonfinite)
                 if oracle is not None:
-                    o = oracle(img)
-                    new_cls = self._class_of(~pos0).repeat_interleave(a)  # after a flip: the other class
-                    if self.classes is None:
-                        agree.append(((o.reshape(-1) > 0).long() == new_cls).reshape(m, a))
-                    else:
-                        neg, p = self.classes
-                        agree.append((torch.where(o[:, p] > o[:, neg], p, neg) == new_cls).reshape(m, a))
-                        strict.append((o.argmax(1) == new_cls).reshape(m, a))
+                    agree.append(torch.cat(ag_parts).reshape(m, a))
+                    if st_parts:
+                        strict.append(torch.cat(st_parts).reshape(m, a))
         out = TransferOutput(torch.cat(cfs), torch.cat(recs), torch.cat(used), torch.cat(succ), torch.cat(signs),
                              torch.cat(c0s), torch.cat(c1s), torch.cat(flips_all), grid, torch.cat(bad))
         if bool(out.nonfinite.any()):
@@ -786,6 +894,8 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                "n_hessian": self.n_hessian, "alpha_max": self.alpha_max, "n_alphas": self.n_alphas,
                "render_budget": self.render_budget, "n_rounds": self.n_rounds, "radius": self.radius,
                "proxy_hidden": self.proxy_hidden, "proxy_epochs": self.proxy_epochs, "hvp": self.hvp,
+               "eigensolver": self.eigensolver, "dense_max_dim": self.dense_max_dim,
+               "hessian_steps": self.hessian_steps,
                "direction_kinds": self.direction_kinds_, "scores": self.scores_, "best_index": self.best_index_,
                "source_sign": self.source_sign_, "renders": self.renders_, "latent_shape": list(self.latent_shape_),
                "fit_seconds": self.fit_seconds_}
@@ -806,7 +916,9 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                   distance=distance, mode=cfg["mode"], loss_weights=[tuple(w) for w in cfg["loss_weights"]],
                   n_hessian=cfg["n_hessian"], alpha_max=cfg["alpha_max"], n_alphas=cfg["n_alphas"],
                   render_budget=cfg["render_budget"], n_rounds=cfg["n_rounds"], radius=cfg["radius"],
-                  proxy_hidden=cfg["proxy_hidden"], proxy_epochs=cfg["proxy_epochs"], hvp=cfg.get("hvp", "auto"))
+                  proxy_hidden=cfg["proxy_hidden"], proxy_epochs=cfg["proxy_epochs"], hvp=cfg.get("hvp", "auto"),
+                  eigensolver=cfg.get("eigensolver", "auto"), dense_max_dim=cfg.get("dense_max_dim", 128),
+                  hessian_steps=cfg.get("hessian_steps"))
         state = load_safetensors(p / "model.safetensors", argument="path")
         dev, dt = generator.device, generator.dtype
         obj.directions_ = state["directions"].to(dev, dt)
@@ -837,6 +949,66 @@ def _top_eigvecs(h: Tensor, g: Tensor, k: int) -> list[Tensor]:
     out = []
     for i in range(min(k, hs.shape[0])):
         v = vecs[:, -1 - i].to(h.dtype)
+        if float(g @ v) > 0:
+            v = -v
+        out.append(v)
+    return out
+
+
+def _lanczos_top(hvp: Callable[[Tensor], Tensor], g: Tensor, k: int, steps: int | None) -> list[Tensor]:
+    """The ``k`` eigenvectors of a symmetric operator with the largest eigenvalues, by Lanczos.
+
+    ``hvp(v) -> H v`` is the only access to ``H`` (``D`` x ``D``, never formed). Lanczos with full
+    re-orthogonalisation builds an orthonormal Krylov basis ``Q`` (``steps`` x ``D``) from a fixed pseudo-random
+    start (seed 0, so fits are deterministic) and takes the Ritz vectors of the tridiagonal ``Q H Q^T``; with
+    ``steps >= D`` they are ``H``'s exact eigenvectors (up to float rounding). Memory: ``steps + 2`` vectors of
+    size ``D``. Each vector is signed so that ``g . v <= 0`` (it descends the loss), as :func:`_top_eigvecs`.
+
+    Shape:
+        - g: ``(D,)``; returns ``k`` tensors ``(D,)`` (fewer when ``D < k``).
+    """
+    d = g.numel()
+    m = min(d, steps if steps is not None else max(20, 4 * k))
+    dt = torch.float64 if g.dtype == torch.float64 else torch.float32
+    rng = torch.Generator().manual_seed(0)
+    q = torch.randn(d, generator=rng, dtype=dt).to(g.device)
+    basis = [q / q.norm()]
+    alphas: list[float] = []
+    betas: list[float] = []
+    scale = 0.0
+    for j in range(m):
+        w = hvp(basis[j]).to(dt).reshape(-1)
+        a = float(w @ basis[j])
+        alphas.append(a)
+        scale = max(scale, abs(a))
+        if j == m - 1:
+            break
+        qs = torch.stack(basis)
+        for _ in range(2):  # full re-orthogonalisation, twice ("twice is enough")
+            w = w - qs.T @ (qs @ w)
+        b = float(w.norm())
+        scale = max(scale, b)
+        if b <= 1e-7 * max(scale, 1e-30):  # an invariant subspace: restart from a fresh orthogonal vector
+            b = 0.0
+            for _ in range(2):
+                w = torch.randn(d, generator=rng, dtype=dt).to(g.device)
+                w = w - qs.T @ (qs @ w)
+                w = w - qs.T @ (qs @ w)
+            basis.append(w / w.norm())
+        else:
+            basis.append(w / b)
+        betas.append(b)
+    r = len(alphas)
+    t = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    if r > 1:
+        off = torch.tensor(betas[: r - 1], dtype=torch.float64)
+        t = t + torch.diag(off, 1) + torch.diag(off, -1)
+    _, vecs = torch.linalg.eigh(t)
+    qs = torch.stack(basis[:r])
+    out = []
+    for i in range(min(k, r)):
+        v = qs.T @ vecs[:, -1 - i].to(dt).to(g.device)
+        v = (v / v.norm()).to(g.dtype)
         if float(g @ v) > 0:
             v = -v
         out.append(v)

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from captum_cfx._utils import call_model, check_same_device, eval_mode, index_args
 from captum_cfx._validation import check_decoded, check_positive, parse_target
-from captum_cfx.attr._common import CaptumInputs, check_model_and_generator
+from captum_cfx.attr._common import CaptumInputs, check_model_and_generator, decode_repeated, iter_decoded
 from captum_cfx.generators.base import Latent, LatentGenerator
 
 __all__ = ["LatentIGOutput", "LatentIntegratedGradients"]
@@ -137,7 +137,7 @@ class LatentIntegratedGradients(GradientAttribution):
         threshold: float = 0.01,
         max_alpha: float | None = None,
         walk_steps: int = 64,
-        internal_batch_size: int | None = None,
+        internal_batch_size: int | None = 64,
         return_convergence_delta: Literal[True],
     ) -> tuple[TensorOrTupleOfTensorsGeneric, Tensor]: ...
 
@@ -157,7 +157,7 @@ class LatentIntegratedGradients(GradientAttribution):
         threshold: float = 0.01,
         max_alpha: float | None = None,
         walk_steps: int = 64,
-        internal_batch_size: int | None = None,
+        internal_batch_size: int | None = 64,
         return_convergence_delta: Literal[False] = False,
     ) -> TensorOrTupleOfTensorsGeneric: ...
 
@@ -177,7 +177,7 @@ class LatentIntegratedGradients(GradientAttribution):
         threshold: float = 0.01,
         max_alpha: float | None = None,
         walk_steps: int = 64,
-        internal_batch_size: int | None = None,
+        internal_batch_size: int | None = 64,
         return_convergence_delta: bool = False,
     ) -> TensorOrTupleOfTensorsGeneric | tuple[TensorOrTupleOfTensorsGeneric, Tensor]:
         """Latent IG attributions shaped like ``inputs``.
@@ -201,7 +201,8 @@ class LatentIntegratedGradients(GradientAttribution):
             threshold: the walk stops at the first step where ``p(target) < threshold``.
             max_alpha: the walk's furthest step; default ``3 * ||z||`` per input.
             walk_steps: grid points of the walk.
-            internal_batch_size: path images per gradient batch (default: all at once).
+            internal_batch_size: images per decode and per model batch (walk, path, gradients; default 64;
+                ``None``: all at once). Results do not depend on it beyond float rounding; memory does.
             return_convergence_delta: also return the completeness error ``(N,)``.
 
         Returns:
@@ -230,7 +231,7 @@ class LatentIntegratedGradients(GradientAttribution):
         threshold: float = 0.01,
         max_alpha: float | None = None,
         walk_steps: int = 64,
-        internal_batch_size: int | None = None,
+        internal_batch_size: int | None = 64,
     ) -> LatentIGOutput:
         """Like :meth:`attribute`, returning every intermediate result as a :class:`LatentIGOutput`."""
         inp = CaptumInputs.parse(inputs)
@@ -255,13 +256,13 @@ class LatentIntegratedGradients(GradientAttribution):
             z = lat.free
             zpath, found, r = self._latent_path(x, lat, extra, tgt, bad, direction=direction, baseline=baseline,
                                                 path=path, n_steps=n_steps, threshold=threshold, max_alpha=max_alpha,
-                                                walk_steps=walk_steps)
+                                                walk_steps=walk_steps, bs=internal_batch_size)
             renders += r
             p = zpath.shape[1]
             # render the path without gradients: Latent IG needs input gradients of the model only
             with torch.no_grad():
-                lat_rep = lat.repeat_interleave(p).replace(zpath.reshape(n * p, *z.shape[1:]))
-                imgs = self.generator.decode(lat_rep)
+                imgs = decode_repeated(self.generator, lat, zpath.reshape(n * p, *z.shape[1:]), p,
+                                       internal_batch_size)
                 renders += n * p
             e_rep = tuple(a.repeat_interleave(p, 0) if isinstance(a, Tensor) and a.dim() and a.shape[0] == n else a
                           for a in extra)
@@ -288,7 +289,8 @@ class LatentIntegratedGradients(GradientAttribution):
     # ------------------------------------------------------------------ helpers
     def _latent_path(self, x: Tensor, lat: Latent, extra: tuple[Any, ...], tgt: Tensor | None, bad: Tensor, *,
                      direction: Any, baseline: Tensor | Latent | None, path: Tensor | None, n_steps: int,
-                     threshold: float, max_alpha: float | None, walk_steps: int) -> tuple[Tensor, Tensor, int]:
+                     threshold: float, max_alpha: float | None, walk_steps: int,
+                     bs: int | None = None) -> tuple[Tensor, Tensor, int]:
         """``(path of latent codes (N, P, *), baseline found (N,), renders)``: the given path, or the straight
         line from the given baseline or from the end of a walk along the direction, ending at the input's code."""
         n, z = x.shape[0], lat.free
@@ -299,8 +301,8 @@ class LatentIntegratedGradients(GradientAttribution):
         if baseline is not None:
             zb = self._check_baseline(baseline, z)
         else:
-            d = self._direction(direction, x, lat, extra, tgt, bad)
-            zb, found, renders = self._walk(lat, d, extra, tgt, threshold, max_alpha, walk_steps, bad)
+            d = self._direction(direction, x, lat, extra, tgt, bad, bs)
+            zb, found, renders = self._walk(lat, d, extra, tgt, threshold, max_alpha, walk_steps, bad, bs)
             if not bool((found | bad).all()):
                 warnings.warn(f"{int((~found & ~bad).sum())} of {n} walks did not reach p(target) < {threshold}; "
                               "their baseline is the furthest step (see LatentIGOutput.baseline_found)", stacklevel=4)
@@ -326,15 +328,19 @@ class LatentIntegratedGradients(GradientAttribution):
         return torch.nn.functional.logsigmoid(out.reshape(out.shape[0]))
 
     def _direction(self, direction: Any, x: Tensor, lat: Latent, extra: tuple[Any, ...],
-                   tgt: Tensor | None, bad: Tensor) -> Tensor:
+                   tgt: Tensor | None, bad: Tensor, bs: int | None = None) -> Tensor:
         """Unit directions ``(N, *latent)``; rows that come out non-finite are flagged in ``bad`` (in place)
         and get a placeholder direction, so that the other rows are computed exactly as without them."""
         n, dim = lat.free.shape[0], lat.free[0].numel()
-        if direction is None:
-            z = lat.free.detach().clone().requires_grad_(True)
-            lp = self._log_prob(self._call(self.generator.decode(lat.replace(z)), extra), tgt)
-            (g,) = torch.autograd.grad(lp.sum(), z)
-            d = -g.reshape(n, -1)
+        if direction is None:  # -grad_z log p(target), ``bs`` inputs per gradient pass
+            gs = []
+            for lo in range(0, n, bs or n):
+                sl = slice(lo, min(lo + (bs or n), n))
+                z = lat.free[sl].detach().clone().requires_grad_(True)
+                out = self._call(self.generator.decode(lat[sl].replace(z)), index_args(extra, n, sl))
+                (g,) = torch.autograd.grad(self._log_prob(out, tgt[sl] if tgt is not None else None).sum(), z)
+                gs.append(g)
+            d = -torch.cat(gs).reshape(n, -1)
         elif hasattr(direction, "directions_") and hasattr(direction, "transfer"):
             gcd = direction
             v = gcd.direction("best").to(x.device, x.dtype)
@@ -366,7 +372,7 @@ class LatentIntegratedGradients(GradientAttribution):
 
     @torch.no_grad()
     def _walk(self, lat: Latent, d: Tensor, extra: tuple[Any, ...], tgt: Tensor | None, threshold: float,
-              max_alpha: float | None, steps: int, bad: Tensor) -> tuple[Tensor, Tensor, int]:
+              max_alpha: float | None, steps: int, bad: Tensor, bs: int | None = None) -> tuple[Tensor, Tensor, int]:
         z = lat.free
         n = z.shape[0]
         amax = (torch.full((n,), float(max_alpha), device=z.device, dtype=z.dtype) if max_alpha is not None
@@ -375,11 +381,13 @@ class LatentIntegratedGradients(GradientAttribution):
         alphas = amax[:, None] * frac[None]  # (N, S)
         shape = [n, steps] + [1] * (z.dim() - 1)
         zs = z.unsqueeze(1) + alphas.view(shape) * d.unsqueeze(1)
-        lat_rep = lat.repeat_interleave(steps).replace(zs.reshape(n * steps, *z.shape[1:]))
-        imgs = self.generator.decode(lat_rep)
         e_rep = tuple(a.repeat_interleave(steps, 0) if isinstance(a, Tensor) and a.dim() and a.shape[0] == n else a
                       for a in extra)
-        lp = self._log_prob(self._call(imgs, e_rep), tgt.repeat_interleave(steps) if tgt is not None else None)
+        t_rep = tgt.repeat_interleave(steps) if tgt is not None else None
+        lps = [self._log_prob(self._call(imgs, index_args(e_rep, n * steps, rows)),
+                              t_rep[rows] if t_rep is not None else None)
+               for rows, imgs in iter_decoded(self.generator, lat, zs.reshape(n * steps, *z.shape[1:]), steps, bs)]
+        lp = torch.cat(lps)
         bad |= ~torch.isfinite(lp.view(n, steps)).all(1)  # flagged in place; the row's walk result is unused
         below = (lp.exp() < threshold).view(n, steps)
         found = below.any(1)

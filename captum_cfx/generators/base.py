@@ -131,6 +131,26 @@ class LatentGenerator(nn.Module, ABC):
     def decode(self, latent: Latent | Tensor) -> Tensor:
         """Map latents to images ``(N, C, H, W)``, differentiably in ``latent.free``."""
 
+    def decode_chunked(self, latent: Latent | Tensor, batch_size: int | None = None) -> Tensor:
+        """:meth:`decode` in chunks of at most ``batch_size`` latents, concatenated (``None``: one call).
+
+        What the methods use for their many-render decodes (walks, paths, transfers, metrics), so that
+        ``internal_batch_size`` bounds the decoder's activations whatever the number of renders. Each sample is
+        decoded exactly as in one call (the decoders are per-sample computations); gradients flow as through
+        :meth:`decode`.
+
+        Shape:
+            - latent: ``(N, *)`` (every part batch first); returns ``(N, C, H, W)``.
+        """
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise ValueError(f"`batch_size` must be a positive int or None; got {batch_size!r}")
+        lat = self._as_latent(latent)
+        n = len(lat)
+        if batch_size is None or batch_size >= n:
+            return self.decode(lat)
+        return torch.cat([self.decode(lat[lo:lo + batch_size]) for lo in range(0, n, batch_size)])
+
     def reconstruct(self, x: Tensor) -> Tensor:
         """``decode(encode(x))``."""
         return self.decode(self.encode(x))

@@ -119,6 +119,24 @@ class DDIMSampler(torch.nn.Module):
         return x
 
 
+def check_sample_size(x: Tensor, unet: Any, argument: str, owner: str) -> None:
+    """A clear ``ValueError`` when ``x``'s height and width are not the UNet's ``sample_size``.
+
+    A diffusers UNet is convolutional and would run on other sizes, but it was trained at one: a DDIM
+    latent space is defined only at that size.
+    """
+    s = getattr(unet.config, "sample_size", None)
+    if s is None:
+        return
+    hw = (int(s), int(s)) if isinstance(s, int) else tuple(int(v) for v in s)
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        return  # rank and type are checked where the images are
+    if tuple(x.shape[-2:]) != hw:
+        raise ValueError(f"{owner}: `{argument}` must be {hw[0]}x{hw[1]}, the UNet's sample_size; got "
+                         f"{x.shape[-2]}x{x.shape[-1]} (resize the images to {hw[0]}x{hw[1]}, or use a UNet built "
+                         f"with sample_size={x.shape[-2] if x.shape[-2] == x.shape[-1] else tuple(x.shape[-2:])})")
+
+
 def to_model_range(x: Tensor, rng: tuple[float, float]) -> Tensor:
     """Images from their range ``rng`` to the diffusion model's ``[-1, 1]``."""
     return (x - rng[0]) / (rng[1] - rng[0]) * 2 - 1
@@ -171,11 +189,14 @@ class DDIMGenerator(LatentGenerator):
         return self.sampler.unet
 
     def encode(self, x: Tensor) -> Latent:
+        check_sample_size(x, self.unet, "x", type(self).__name__)
         self.check_images(x, "x")
         return Latent(self.sampler.invert(to_model_range(x, self.input_range)))
 
     def decode(self, latent: Latent | Tensor) -> Tensor:
-        return from_model_range(self.sampler.sample(self._as_latent(latent).free), self.input_range)
+        lat = self._as_latent(latent)
+        check_sample_size(lat.free, self.unet, "latent", type(self).__name__)
+        return from_model_range(self.sampler.sample(lat.free), self.input_range)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write ``unet/`` and ``scheduler/`` with diffusers' ``save_pretrained`` plus ``captum_cfx.json``."""

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_cfx.generators.base import Latent, LatentGenerator, require_range
-from captum_cfx.generators.ddim import DDIMSampler, from_model_range, to_model_range
+from captum_cfx.generators.ddim import DDIMSampler, check_sample_size, from_model_range, to_model_range
 
 __all__ = ["DiffusionAutoencoder", "SemanticEncoder"]
 
@@ -26,12 +26,21 @@ __all__ = ["DiffusionAutoencoder", "SemanticEncoder"]
 class SemanticEncoder(nn.Module):
     """A small CNN from images to the semantic code ``z_sem``.
 
+    Args:
+        in_channels: the images' channels (the UNet's ``in_channels``; :class:`DiffusionAutoencoder` builds one
+            from the UNet's config when given ``encoder=None``).
+        z_dim: size of ``z_sem``.
+        width: channels of the first convolution.
+
     Shape:
-        - input ``(N, C, H, W)`` in ``[-1, 1]``; output ``(N, z_dim)``.
+        - input ``(N, C, H, W)`` in ``[-1, 1]`` (any size: it ends in adaptive pooling); output ``(N, z_dim)``.
     """
 
-    def __init__(self, in_channels: int = 1, z_dim: int = 32, width: int = 32) -> None:
+    def __init__(self, in_channels: int, z_dim: int = 32, width: int = 32) -> None:
         super().__init__()
+        for name, v in (("in_channels", in_channels), ("z_dim", z_dim), ("width", width)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"`{name}` must be a positive int; got {v!r}")
         self.config = {"in_channels": in_channels, "z_dim": z_dim, "width": width}
         w = width
         self.net = nn.Sequential(
@@ -49,7 +58,9 @@ class DiffusionAutoencoder(LatentGenerator):
     """Semantic code ``z_sem`` (free) + DDIM noise ``x_T`` (fixed) over a conditioned diffusers UNet.
 
     Args:
-        encoder: maps model-range images ``[-1, 1]`` to ``(N, z_dim)``, e.g. :class:`SemanticEncoder`.
+        encoder: maps model-range images ``[-1, 1]`` to ``(N, z_dim)``, e.g. :class:`SemanticEncoder`; ``None``
+            builds a :class:`SemanticEncoder` with the UNet's ``in_channels``. Any ``nn.Module`` works and is
+            saved by :meth:`save_pretrained`; reload a custom one with ``from_pretrained(path, encoder=module)``.
         unet: a diffusers ``UNet2DModel`` built with ``class_embed_type="identity"``.
         scheduler: a diffusers ``DDIMScheduler``.
         z_dim: size of ``z_sem``; a linear layer maps it to the UNet's time-embedding size.
@@ -78,6 +89,18 @@ class DiffusionAutoencoder(LatentGenerator):
         require_range(input_range, type(self).__name__)
         c, s = unet.config.in_channels, unet.config.sample_size
         super().__init__(input_range, (c, s, s) if isinstance(s, int) else None)
+        if isinstance(z_dim, bool) or not isinstance(z_dim, int) or z_dim < 1:
+            raise ValueError(f"`z_dim` must be a positive int; got {z_dim!r}")
+        if encoder is None:
+            encoder = SemanticEncoder(c, z_dim)
+        if not isinstance(encoder, nn.Module):
+            raise TypeError(f"`encoder` must be an nn.Module (or None); got {type(encoder).__name__}")
+        cfg = getattr(encoder, "config", None)
+        if isinstance(encoder, SemanticEncoder) and cfg["in_channels"] != c:
+            raise ValueError(f"`encoder` takes {cfg['in_channels']}-channel images but the UNet's in_channels is "
+                             f"{c}: build SemanticEncoder({c}, ...) or pass encoder=None")
+        if isinstance(encoder, SemanticEncoder) and cfg["z_dim"] != z_dim:
+            raise ValueError(f"`encoder` outputs z_dim={cfg['z_dim']} but `z_dim` is {z_dim}")
         self.encoder = encoder
         self.z_dim = int(z_dim)
         temb = unet.config.block_out_channels[0] * 4
@@ -91,6 +114,7 @@ class DiffusionAutoencoder(LatentGenerator):
 
     def encode_semantic(self, x: Tensor) -> Tensor:
         """``z_sem`` only (no inversion), ``(N, z_dim)``."""
+        check_sample_size(x, self.sampler.unet, "x", type(self).__name__)
         self.check_images(x, "x")
         return self.encoder(to_model_range(x, self.input_range))
 
@@ -104,6 +128,7 @@ class DiffusionAutoencoder(LatentGenerator):
         lat = self._as_latent(latent)
         if "x_T" not in lat.fixed:
             raise ValueError("`latent` must carry fixed['x_T'] (from encode or vary); got only a semantic code")
+        check_sample_size(lat.fixed["x_T"], self.sampler.unet, "latent.fixed['x_T']", type(self).__name__)
         return from_model_range(self.sampler.sample(lat.fixed["x_T"], self.cond(lat.free)), self.input_range)
 
     def vary(self, z_sem: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -127,8 +152,10 @@ class DiffusionAutoencoder(LatentGenerator):
         state = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
         state.update({f"proj.{k}": v for k, v in self.proj.state_dict().items()})
         save_file({k: v.contiguous() for k, v in state.items()}, str(p / "semantic.safetensors"))
+        enc_cls = type(self.encoder)
         (p / "config.json").write_text(json.dumps({
-            "encoder": getattr(self.encoder, "config", None), "z_dim": self.z_dim,
+            "encoder": self.encoder.config if isinstance(self.encoder, SemanticEncoder) else None,
+            "encoder_class": f"{enc_cls.__module__}.{enc_cls.__qualname__}", "z_dim": self.z_dim,
             "num_inference_steps": self.sampler.num_inference_steps, "input_range": list(self.input_range),
             "encode_level": self.sampler.encode_level}, indent=2))
 
@@ -160,8 +187,16 @@ class DiffusionAutoencoder(LatentGenerator):
                                                                    num_inference_steps=num_inference_steps, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **kwargs: Any) -> DiffusionAutoencoder:
-        """Load a folder written by :meth:`save_pretrained` (offline; safetensors only)."""
+    def from_pretrained(cls, path: str | Path, encoder: nn.Module | None = None, **kwargs: Any) -> DiffusionAutoencoder:
+        """Load a folder written by :meth:`save_pretrained` (offline; safetensors only).
+
+        Args:
+            path: the folder.
+            encoder: for a folder saved with a custom encoder: a freshly built module of the same architecture,
+                into which the saved weights are loaded (nothing in the folder names code to import). ``None``
+                rebuilds the saved :class:`SemanticEncoder`.
+            kwargs: override the saved constructor settings (``num_inference_steps``, ...).
+        """
         from diffusers import DDIMScheduler, UNet2DModel
 
         from captum_cfx._io import load_safetensors
@@ -171,15 +206,22 @@ class DiffusionAutoencoder(LatentGenerator):
             raise ValueError(f"`path` must be a folder written by DiffusionAutoencoder.save_pretrained; "
                              f"got {str(path)!r}")
         cfg = json.loads((p / "config.json").read_text())
-        if cfg.get("encoder") is None:
-            raise ValueError("`path`: config.json has no encoder config (a custom encoder cannot be rebuilt)")
+        if encoder is None and cfg.get("encoder") is None:
+            raise ValueError(f"`path` was saved with a custom encoder ({cfg.get('encoder_class', 'unknown class')}): "
+                             "pass encoder=<a new instance of it> to from_pretrained to load its weights")
+        if encoder is not None and not isinstance(encoder, nn.Module):
+            raise TypeError(f"`encoder` must be an nn.Module or None; got {type(encoder).__name__}")
         unet = UNet2DModel.from_pretrained(str(p / "unet"), local_files_only=True, use_safetensors=True)
         sched = DDIMScheduler.from_pretrained(str(p / "scheduler"), local_files_only=True)
-        enc = SemanticEncoder(**cfg["encoder"])
+        enc = encoder if encoder is not None else SemanticEncoder(**cfg["encoder"])
         gen = cls(enc, unet, sched, z_dim=cfg["z_dim"], **{"num_inference_steps": cfg["num_inference_steps"],
                                                      "input_range": tuple(cfg["input_range"]),
                                                      "encode_level": cfg.get("encode_level", 1.0), **kwargs})
         state = load_safetensors(p / "semantic.safetensors", argument="path")
-        gen.encoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
+        try:
+            gen.encoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
+        except RuntimeError as err:
+            raise ValueError(f"`encoder`: the saved encoder weights ({cfg.get('encoder_class')}) do not fit "
+                             f"{type(gen.encoder).__name__}: {str(err)[:300]}") from None
         gen.proj.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("proj.")})
         return gen.eval()
