@@ -340,7 +340,7 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
         thr = self.thresholds.to(z.device)
         for lo in range(0, z.shape[0], batch_size):
             sl = slice(lo, lo + batch_size)
-            lat = Latent(z[sl], {k: v[sl] for k, v in fixed.items()})
+            lat = Latent(self._unflatten(z[sl]), {k: v[sl] for k, v in fixed.items()})
             x = self.generator.decode(lat)
             args = tuple(a[sl] if isinstance(a, Tensor) and a.dim() and a.shape[0] == z.shape[0] else a
                          for a in extra)
@@ -390,9 +390,23 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
                 c[:, d] = 2 * new[:, d] - 1
         return c
 
+    def _unflatten(self, z: Tensor) -> Tensor:
+        """Flat ``(N, d)`` latents back in the shape the generator's free part has (e.g. an SD-VAE's
+        ``(N, 4, h, w)``), as recorded by the last :meth:`estimate`; flat when unknown."""
+        shape = getattr(self, "latent_shape_", None)
+        return z.reshape(z.shape[0], *shape) if shape is not None and len(shape) > 1 else z
+
     def _prepare(self, inputs: Tensor | None, latents: Any, n_samples: int | None, generator: torch.Generator | None
                  ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
-        """``(z, fixed parts, diagnostics)`` of the samples."""
+        """``(z, fixed parts, diagnostics)`` of the samples (``z`` flat; the free part's shape is recorded in
+        ``latent_shape_``)."""
+        z, fixed, diagnostics, shape = self._prepare_shaped(inputs, latents, n_samples, generator)
+        self.latent_shape_ = shape
+        return z, fixed, diagnostics
+
+    def _prepare_shaped(self, inputs: Tensor | None, latents: Any, n_samples: int | None,
+                        generator: torch.Generator | None
+                        ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], tuple[int, ...] | None]:
         given = [inputs is not None, latents is not None, n_samples is not None]
         if sum(given) != 1:
             raise ValueError("give exactly one of `inputs` (images to encode), `latents` and `n_samples` "
@@ -401,22 +415,22 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
             x = self.generator.check_images(inputs, "inputs")
             with eval_mode(self.generator):
                 lat = self.generator.encode(x).detach()
-            return lat.free.flatten(1), lat.fixed, lat.diagnostics
+            return lat.free.flatten(1), lat.fixed, lat.diagnostics, tuple(lat.free.shape[1:])
         if latents is not None:
             if isinstance(latents, Latent):
                 lat = latents.detach()
-                return lat.free.flatten(1), lat.fixed, lat.diagnostics
+                return lat.free.flatten(1), lat.fixed, lat.diagnostics, tuple(lat.free.shape[1:])
             if not isinstance(latents, Tensor) or latents.dim() < 2 or not latents.is_floating_point():
                 raise ValueError(f"`latents` must be a floating (N, d) tensor or a Latent; got "
                                  f"{getattr(latents, 'shape', type(latents).__name__)}")
-            return latents.detach().flatten(1), {}, {}
+            return latents.detach().flatten(1), {}, {}, tuple(latents.shape[1:])
         check_positive(n_samples, "n_samples", integer=True)
         draw = getattr(self.generator, "sample", None)
         if callable(draw):  # the generator's own prior (e.g. a GAN's mapped W), with its fixed part
             lat = draw(int(n_samples), generator=generator).detach()
-            return lat.free.flatten(1), lat.fixed, lat.diagnostics
+            return lat.free.flatten(1), lat.fixed, lat.diagnostics, tuple(lat.free.shape[1:])
         z = torch.randn(int(n_samples), self.intervention.latent_dim_, generator=generator)
-        return z.to(self.generator.device, self.generator.dtype), {}, {}
+        return z.to(self.generator.device, self.generator.dtype), {}, {}, None
 
     # ------------------------------------------------------------------ public
     @torch.no_grad()
@@ -605,7 +619,7 @@ class CounterfactualSufficiencyNecessity(PerturbationAttribution):
                     zz = result.latents[i: i + 1] if side == 0 else (
                         result.latents_add if add else result.latents_remove)[i, j][None]
                     with eval_mode(self.generator):
-                        img = self.generator.decode(Latent(zz.to(dev, dt)))
+                        img = self.generator.decode(Latent(self._unflatten(zz.to(dev, dt))))
                     p = float(self._probability(img, parse_target(target, 1, None, img.device), ()).reshape(-1)[0])
                     im = img[0].detach().float().cpu()
                     lo, hi = self.generator.input_range or (float(im.min()), float(im.max()))

@@ -270,10 +270,11 @@ class LatentIntegratedGradients(GradientAttribution):
             f, g = self._values_and_grads(imgs, e_rep, t_rep, internal_batch_size,
                                           need_grad=method != "finite-difference")
         f = f.view(n, p)
-        bad |= ~torch.isfinite(f).all(1) | ~torch.isfinite(imgs.view(n, -1)).all(1)
+        # reshape, not view: decoders may return channels-last images (diffusers' VAE), and cat keeps the layout
+        bad |= ~torch.isfinite(f).all(1) | ~torch.isfinite(imgs.reshape(n, -1)).all(1)
         if g is not None:
-            bad |= ~torch.isfinite(g.view(n, -1)).all(1)
-        gam = imgs.view(n, p, *imgs.shape[1:])
+            bad |= ~torch.isfinite(g.reshape(n, -1)).all(1)
+        gam = imgs.reshape(n, p, *imgs.shape[1:])
         attr = _path_sum(f, g, gam, method, rule)
         start, end = f[:, -1], f[:, 0]
         delta = attr.flatten(1).sum(1) - (start - end)
@@ -466,7 +467,7 @@ def _path_sum(f: Tensor, g: Tensor | None, gam: Tensor, method: str, rule: str) 
         df = (f[:, 1:] - f[:, :-1]).view(n, p - 1, *ones)
         sq = dgam.flatten(2).pow(2).sum(2).view(n, p - 1, *ones)
         return torch.where(sq > 0, df * dgam * dgam / sq.clamp_min(1e-30), torch.zeros_like(dgam)).sum(1)
-    gg = g.view(n, p, *gam.shape[2:])  # type: ignore[union-attr]
+    gg = g.reshape(n, p, *gam.shape[2:])  # type: ignore[union-attr]
     if method == "straight":
         return gg.mean(1) * (gam[:, -1] - gam[:, 0])
     if rule == "trapezoid":
