@@ -492,7 +492,8 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
             k = eye.shape[0]
             if exact:
                 zb = z0.detach().expand(k, d).clone().requires_grad_(True)
-                logit_b, dst_b = self._loss_terms(lat0, zb, x0, s, extra, dist)
+                with _twice_differentiable():
+                    logit_b, dst_b = self._loss_terms(lat0, zb, x0, s, extra, dist)
                 gl = torch.autograd.grad(logit_b.sum(), zb, create_graph=True)[0]
                 gd = torch.autograd.grad(dst_b.sum(), zb, create_graph=True)[0]
                 rows_l.append(torch.autograd.grad((gl * eye).sum(), zb, retain_graph=True)[0].detach())
@@ -525,7 +526,8 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         a, b = weights
         if exact:
             z = z0.detach().clone().requires_grad_(True)
-            logit, dst = self._loss_terms(lat0, z, x0, s, extra, dist)
+            with _twice_differentiable():
+                logit, dst = self._loss_terms(lat0, z, x0, s, extra, dist)
             (g,) = torch.autograd.grad((a * logit + b * dst).sum(), z, create_graph=True)
             if not g.requires_grad:  # a loss linear in z: its Hessian is zero
                 return lambda v: torch.zeros_like(v)
@@ -537,13 +539,15 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
 
             return hvp
 
-        def hvp_fd(v: Tensor) -> Tensor:
+        def grad_at(z: Tensor) -> Tensor:
+            z = z.detach().requires_grad_(True)
+            logit, dst = self._loss_terms(lat0, z, x0, s, extra, dist)
+            self.renders_ += 1
+            return torch.autograd.grad((a * logit + b * dst).sum(), z)[0][0].detach()
+
+        def hvp_fd(v: Tensor) -> Tensor:  # the two gradients one after the other: an attack step's memory
             vv = v.to(z0.dtype).reshape(1, -1)
-            zb = torch.cat([z0 + eps * vv, z0 - eps * vv]).detach().requires_grad_(True)
-            logit, dst = self._loss_terms(lat0, zb, x0, s, extra, dist)
-            (gb,) = torch.autograd.grad((a * logit + b * dst).sum(), zb)
-            self.renders_ += 2
-            return ((gb[0] - gb[1]) / (2 * eps)).detach()
+            return (grad_at(z0 + eps * vv) - grad_at(z0 - eps * vv)) / (2 * eps)
 
         return hvp_fd
 
@@ -953,6 +957,15 @@ def _top_eigvecs(h: Tensor, g: Tensor, k: int) -> list[Tensor]:
             v = -v
         out.append(v)
     return out
+
+
+def _twice_differentiable() -> Any:
+    """Scaled dot-product attention through its math kernel, whose backward is itself differentiable: the fused
+    CPU/flash kernels have no double backward, which exact Hessian-vector products need (diffusers' attention
+    blocks in SD's VAE and in UNets). The same function, computed by plain matmuls and a softmax."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def _lanczos_top(hvp: Callable[[Tensor], Tensor], g: Tensor, k: int, steps: int | None) -> list[Tensor]:
