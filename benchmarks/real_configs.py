@@ -53,9 +53,13 @@ import torch  # noqa: E402
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "classifier_resnet50_256": ("classifier", {"arch": "resnet50", "size": 256}),
     "classifier_densenet121_256": ("classifier", {"arch": "densenet121", "size": 256}),
-    "gcd_whitebox_sdvae256": ("gcd", {"gen": "sdvae", "size": 256, "mode": "white-box"}),
+    "gcd_whitebox_sdvae256": ("gcd", {"gen": "sdvae", "size": 256, "mode": "white-box", "hvp": "exact"}),
+    "gcd_whitebox_fd_sdvae256": ("gcd", {"gen": "sdvae", "size": 256, "mode": "white-box",
+                                         "hvp": "finite-difference"}),
     "gcd_proxy_sdvae256": ("gcd", {"gen": "sdvae", "size": 256, "mode": "proxy"}),
-    "gcd_whitebox_diffae128": ("gcd", {"gen": "diffae", "size": 128, "mode": "white-box", "ddim": 2}),
+    "gcd_whitebox_diffae128": ("gcd", {"gen": "diffae", "size": 128, "mode": "white-box", "ddim": 2, "hvp": "exact"}),
+    "gcd_whitebox_fd_diffae128": ("gcd", {"gen": "diffae", "size": 128, "mode": "white-box", "ddim": 2,
+                                          "hvp": "finite-difference"}),
     "gcd_proxy_diffae128": ("gcd", {"gen": "diffae", "size": 128, "mode": "proxy", "ddim": 2}),
     "attack_sdvae256": ("attack_step", {"gen": "sdvae", "size": 256}),
     "attack_ddim256_1step": ("attack_step", {"gen": "ddim", "size": 256, "ddim": 1}),
@@ -67,6 +71,19 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 # ---------------------------------------------------------------------------------------------- measuring
+def trim() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``), so that the next phase's RSS baseline is the
+    live set and its peak is its own (freed blocks that the allocator keeps would hide a later phase's growth)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -76,6 +93,7 @@ class PeakRSS:
     """Peak resident memory while the block runs, sampled every 5 ms, minus the RSS at entry."""
 
     def __enter__(self) -> PeakRSS:
+        trim()
         self.base = rss_bytes()
         self.peak = self.base
         self._stop = threading.Event()
@@ -212,7 +230,7 @@ def run_gcd(s: dict[str, Any], device: torch.device, batch: int, bf16: bool, rep
     src = torch.rand(1, 3, s["size"], s["size"], device=device)
     imgs = torch.rand(1, 3, s["size"], s["size"], device=device)
     kw: dict[str, Any] = dict(classes=(0, 1), distance=_pixel_distance, mode=s["mode"], n_hessian=1,
-                              loss_weights=[(1.0, 0.0)], n_alphas=2, hessian_steps=2, hvp="exact")
+                              loss_weights=[(1.0, 0.0)], n_alphas=2, hessian_steps=2, hvp=s.get("hvp", "auto"))
     if s["mode"] == "proxy":
         kw.update(render_budget=1 + 2 * 2 + 4, n_rounds=1, proxy_hidden=64, proxy_epochs=20)
     gcd = GlobalCounterfactualDirections(clf, gen, **kw)
@@ -224,7 +242,7 @@ def run_gcd(s: dict[str, Any], device: torch.device, batch: int, bf16: bool, rep
         t0 = time.perf_counter()
         out = gcd.transfer(imgs, alphas=[float(gcd.alphas_[-1])], internal_batch_size=4)
         t_tr = time.perf_counter() - t0
-    return {"latent_dim": int(gcd.directions_.shape[1]), "mode": s["mode"], "eigensolver": "lanczos"
+    return {"latent_dim": int(gcd.directions_.shape[1]), "mode": s["mode"], "hvp": gcd.hvp, "eigensolver": "lanczos"
             if gcd.directions_.shape[1] > gcd.dense_max_dim else "dense", "renders_fit": gcd.renders_,
             "seconds_fit": t_fit, "seconds_transfer_1_image_1_alpha": t_tr,
             "peak_added_GB_fit": pk_fit.added / 1e9, "peak_added_GB_transfer": pk_tr.added / 1e9,
@@ -278,6 +296,7 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated config names (default: all)")
     ap.add_argument("--budget", type=float, default=900.0, help="seconds; configs not started by then are skipped")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--merge", action="store_true", help="keep the other configs of an existing result file")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     cuda = a.device.startswith("cuda")
@@ -298,6 +317,10 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if cuda else "cpu", "threads": a.threads, "batch": batch,
         "bf16_autocast": a.bf16, "torch": torch.__version__, "weights": "random (time and memory only)",
         "projection_steps": a.steps, "configs": {}}
+    if a.merge and out.is_file():
+        old = json.loads(out.read_text())
+        result["configs"] = {k: v for k, v in old.get("configs", {}).items() if "error" not in v}
+        result["earlier_runs_wall_seconds"] = old.get("total_wall_seconds", 0) + old.get("earlier_runs_wall_seconds", 0)
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     t_start = time.perf_counter()
     for name in names:

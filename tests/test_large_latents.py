@@ -60,6 +60,18 @@ def test_lanczos_with_full_krylov_space_equals_the_dense_eigenvectors():
     assert lanczos.renders_ - dense.renders_ == 2 * (1 + 12) - (12 + 2 * 12)
 
 
+def test_auto_hvps_on_the_lanczos_path_are_differences_of_gradients_and_agree_with_exact_ones():
+    gen, clf = _wide_world(200)
+    x = torch.rand(1, 1, 8, 8)
+    kw = dict(classes=(0, 2), distance=pixel_distance, n_hessian=1, n_alphas=2, loss_weights=[(1.0, 0.0)],
+              hessian_steps=30)
+    exact = GlobalCounterfactualDirections(clf, gen, hvp="exact", **kw).fit(x)
+    auto = GlobalCounterfactualDirections(clf, gen, **kw).fit(x)  # D = 200 > 128: Lanczos, "auto" = differences
+    # exact: 1 decode for the gradient's graph + 30 HVPs; differences: 30 x (2 decodes + 2 gradient passes)
+    assert auto.renders_ - exact.renders_ == 30 * 4 - (1 + 30)
+    assert float((exact.directions_[1] * auto.directions_[1]).sum()) > 0.99
+
+
 def test_lanczos_top_eigenvector_at_a_latent_size_where_a_dense_hessian_would_not_fit():
     """D = 60,000: a dense Hessian is 14 GB in float32; Lanczos keeps hessian_steps + 2 vectors of size D."""
     d = 60_000

@@ -224,9 +224,12 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         radius: proxy mode: sampling radius; default ``alpha_max``.
         proxy_hidden: proxy mode: hidden width of the two-layer MLP proxy.
         proxy_epochs: proxy mode: full-batch Adam epochs per round.
-        hvp: white-box Hessians: ``"exact"`` (double backward), ``"finite-difference"`` (central
-            differences of true gradients, for models without a double backward such as some attention
-            kernels) or ``"auto"`` (exact, falling back to finite differences with a warning).
+        hvp: white-box Hessian-vector products: ``"exact"`` (double backward; attention through its math kernel),
+            ``"finite-difference"`` (central differences of two true gradients, taken one after the other) or
+            ``"auto"`` (default): exact for the dense path (falling back to finite differences with a warning),
+            finite differences for the Lanczos path, where the memory matters: an exact HVP keeps the gradient's
+            own graph for the double backward (about 3.5x an attack step's memory; 7.0 GB in SD's VAE at 256x256,
+            ``benchmarks/results/real_configs_cpu.json``), a difference of gradients needs one attack step's.
         eigensolver: how h-directions are found: ``"dense"`` forms the ``(D, D)`` Hessian from ``D``
             Hessian-vector products (rows) and takes its top eigenvectors exactly; ``"lanczos"`` runs Lanczos on
             Hessian-vector products (``hessian_steps`` of them per loss, every buffer linear in ``D``: what large
@@ -456,6 +459,8 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
                     if not hessians:  # both terms' dense Hessians once, shared by every loss weight pair
                         hessians.extend(self._with_fallback(self._hessians_dense, lat0, z0, x0, s, extra, dist, bs))
                     new = _top_eigvecs(a * hessians[0] + b * hessians[1], g, self.n_hessian)
+                elif self.hvp == "auto":  # large latents: differences of two gradients, an attack step's memory
+                    new = self._lanczos_directions(lat0, z0, x0, s, extra, dist, (a, b), g, False)
                 else:
                     new = self._with_fallback(self._lanczos_directions, lat0, z0, x0, s, extra, dist, (a, b), g)
                 dirs.extend(new)
