@@ -175,13 +175,13 @@ def test_adam_state_is_float32_for_half_precision_latents(dtype):
     state = opt.init_state(z)
     assert state["m"].dtype == torch.float32 and state["v"].dtype == torch.float32
     g = torch.full((2, 5), 1e-4, dtype=dtype)  # v = 1e-11 underflows in float16; eps = 1e-8 is 0 there
-    z1 = opt.step(z, g, state, 1)
+    z1 = opt.step(z, g, state, t=1)
     assert z1.dtype == dtype and bool(torch.isfinite(z1).all())
     ref = LatentAdam(lr=0.1)
     s32 = ref.init_state(z.float())
-    torch.testing.assert_close(z1, ref.step(z.float(), g.float(), s32, 1).to(dtype))
+    torch.testing.assert_close(z1, ref.step(z.float(), g.float(), s32, t=1).to(dtype))
     torch.testing.assert_close(z1.float(), torch.full((2, 5), -0.1), atol=1e-3, rtol=0)  # Adam's first step: -lr
-    zn = NormalizedGradient(0.1).step(z, torch.zeros_like(z), {}, 1)
+    zn = NormalizedGradient(0.1).step(z, torch.zeros_like(z), {}, t=1)
     assert bool(torch.isfinite(zn).all())  # a zero gradient in float16 does not divide by a clamp that rounds to 0
 
 
@@ -190,7 +190,7 @@ def test_float32_latents_keep_float32_arithmetic_bit_for_bit():
     z, g = torch.randn(3, 4), torch.randn(3, 4)
     opt = LatentAdam(lr=0.05)
     st = opt.init_state(z)
-    z1 = opt.step(z, g, st, torch.tensor([1, 2, 3]))
+    z1 = opt.step(z, g, st, t=torch.tensor([1, 2, 3]))
     m, v = 0.1 * g, 0.001 * g * g
     b1 = torch.tensor([1 - 0.9, 1 - 0.9**2, 1 - 0.9**3]).view(3, 1)
     b2 = torch.tensor([1 - 0.999, 1 - 0.999**2, 1 - 0.999**3]).view(3, 1)

@@ -156,7 +156,7 @@ def test_causal_scores_on_the_sd_vae(arch):
     lin = LinearDirections(LatentProbes(test_size=0.25).fit(z, torch.cat([bright, red], 1), ["bright", "red"]), z)
     oracle = lambda im: torch.stack([(im.mean((1, 2, 3)) - 0.5) * 20, (im[:, 0].mean((1, 2)) - 0.5) * 20], 1).sigmoid()  # noqa: E731
     binary = lambda im: clf(im)[:, :2]  # noqa: E731  the question: class 1 vs class 0
-    cfsn = CounterfactualSufficiencyNecessity(binary, vae, lin, oracle)
+    cfsn = CounterfactualSufficiencyNecessity(binary, vae, lin, oracle=oracle)
     res = cfsn.estimate(imgs[:6], target=1, n_bootstrap=20, generator=torch.Generator().manual_seed(0))
     assert res.suf.shape == (2,) and res.nec.shape == (2,)
 

@@ -279,7 +279,6 @@ class GlobalCounterfactualDirections(PerturbationAttribution):
         proxy_hidden: int = 256,
         proxy_epochs: int = 300,
         hvp: str = "auto",
-        *,
         eigensolver: str = "auto",
         dense_max_dim: int = 128,
         hessian_steps: int | None = None,
