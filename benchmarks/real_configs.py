@@ -341,6 +341,9 @@ def main() -> None:
                                        if p.stderr.strip() else f"exit {p.returncode}"}
         result["total_wall_seconds"] = time.perf_counter() - t_start
         emit(_with_summary(result), out, table)
+    for name in CONFIGS:  # what no run measured stays visible in the file
+        result["configs"].setdefault(name, {"kind": CONFIGS[name][0], "error": "not run on this device"})
+    emit(_with_summary(result), out, table)
 
 
 def _with_summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -356,7 +359,14 @@ def _with_summary(result: dict[str, Any]) -> dict[str, Any]:
                                                           two["peak_added_GB_per_image"]]
     gcd = [r for r in c.values() if r.get("kind") == "gcd" and "error" not in r]
     if gcd:
-        summ["gcd_max_peak_added_GB"] = max(max(r["peak_added_GB_fit"], r["peak_added_GB_transfer"]) for r in gcd)
+        def top(rs: list[dict[str, Any]]) -> float | None:
+            return max((max(r["peak_added_GB_fit"], r["peak_added_GB_transfer"]) for r in rs), default=None)
+
+        # the default settings: proxy, and white-box with hvp="auto" (= differences of gradients on the Lanczos path)
+        summ["gcd_max_peak_added_GB_default_settings"] = top(
+            [r for r in gcd if r["mode"] == "proxy" or r.get("hvp") == "finite-difference"])
+        summ["gcd_max_peak_added_GB_exact_hvps"] = top([r for r in gcd if r["mode"] != "proxy"
+                                                        and r.get("hvp", "exact") == "exact"])
     return {**result, "summary": summ}
 
 
