@@ -24,14 +24,19 @@ GENERATOR_ALIASES = {"vae": "mnist-vae", "gan": "mnist-gan", "diffae": "mnist-di
 
 
 def load_factory(spec: str, argument: str) -> Any:
-    """Call a ``module:factory`` path and return what it builds."""
+    """Call a ``module:factory`` path and return what it builds. The module is imported as ``python -m`` would:
+    from the current directory first (no ``PYTHONPATH=.`` needed), then the installed packages."""
     if ":" not in spec:
         raise ValueError(f"`{argument}` must be 'module:factory' (e.g. mypkg.models:build); got {spec!r}")
     mod_name, fn_name = spec.split(":", 1)
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:  # as `python -m` does; it stays for the factory's own imports
+        sys.path.insert(0, cwd)
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as e:
-        raise ValueError(f"`{argument}`: cannot import module {mod_name!r} ({e})") from e
+        raise ValueError(f"`{argument}`: cannot import module {mod_name!r} from {cwd!r} or the installed "
+                         f"packages ({e})") from e
     fn = getattr(mod, fn_name, None)
     if not callable(fn):
         raise ValueError(f"`{argument}`: {mod_name!r} has no callable {fn_name!r}")
@@ -102,6 +107,77 @@ def num_classes(model: Callable[..., torch.Tensor], x: torch.Tensor) -> int:
     return int(out.shape[1])
 
 
+def model_task(model: Callable[..., torch.Tensor], x: torch.Tensor, task: str, k: int | None) -> tuple[str, int]:
+    """``(task, K)`` from the model's output on a probe batch: ``(N, K)`` with K >= 2 is a classifier, ``(N,)``
+    or ``(N, 1)`` a regressor (K = 1). ``task`` other than ``auto`` and ``k`` (``--num-classes``) are checked
+    against it."""
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except RuntimeError as e:  # a shape mismatch, most often: name the images it was given
+        raise ValueError(f"`--model` fails on the data's images, read as {tuple(x.shape[1:])} (see --image-shape, "
+                         f"--pixel-range): {type(e).__name__}: {e}") from e
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+    if shape is None or out.dim() not in (1, 2) or shape[0] != len(x):
+        got = shape if shape is not None else type(out).__name__
+        raise ValueError(f"`--model` must return (N, K) class logits or (N,) / (N, 1) regression values for N "
+                         f"images; got {got}")
+    found = "classification" if out.dim() == 2 and shape[1] >= 2 else "regression"
+    width = shape[1] if found == "classification" else 1
+    if task != "auto" and task != found:
+        raise ValueError(f"`--task {task}` needs a model with "
+                         f"{'(N, K >= 2) logits' if task == 'classification' else '(N,) or (N, 1) values'}; "
+                         f"`--model` returns {shape}")
+    if k is not None and k != width:
+        raise ValueError(f"`--num-classes` {k} does not match the model's output width {width} (shape {shape})")
+    return found, width
+
+
+def parse_numbers(text: str | None, flag: str, count: int, integer: bool = False) -> tuple[Any, ...] | None:
+    """``"3,64,64"`` / ``"0,1"``: ``count`` comma-separated numbers (``None`` passes through)."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        vals = tuple(int(p) if integer else float(p) for p in parts)
+    except ValueError:
+        vals = ()
+    if len(vals) != count or (integer and min(vals) < 1) or not all(v == v and abs(v) != float("inf") for v in vals):
+        kind = "positive integers" if integer else "finite numbers"
+        raise ValueError(f"`{flag}` must be {count} comma-separated {kind}; got {text!r}")
+    if not integer and count == 2 and not vals[0] < vals[1]:
+        raise ValueError(f"`{flag}` must be LO,HI with LO < HI; got {text!r}")
+    return vals
+
+
+#: above this many projected seconds (every image running every step), ``explain`` warns before it starts
+SLOW_WARNING_S = 300.0
+
+
+def warn_expected_time(model: Any, gen: Any, x: torch.Tensor, n_images: int, max_steps: int,
+                       device: torch.device) -> float:
+    """Time one attack step (decode + model + backward) on one image and warn on stderr when ``n_images`` images
+    at up to ``max_steps`` steps would take longer than :data:`SLOW_WARNING_S` (diffusion generators on a CPU:
+    hours). Returns the projected seconds (an upper bound: samples stop when they reach their goal)."""
+    with torch.no_grad():
+        z = gen.encode(x[:1].to(device))
+    t0 = time.perf_counter()
+    free = z.free.detach().clone().requires_grad_(True)
+    out = model(gen.decode(z.replace(free)))
+    out.float().sum().backward()
+    step = time.perf_counter() - t0
+    projected = step * n_images * max_steps
+    if projected > SLOW_WARNING_S:
+        hours = projected / 3600
+        where = f"on {device.type.upper()}" if device.type != "cpu" else "on the CPU"
+        print(f"captum-cfx: warning: {type(gen).__name__} {where}: one attack step on one image took {step:.2f}s, "
+              f"so {n_images} image(s) x up to {max_steps} steps may take up to "
+              f"{f'{hours:.1f} hours' if hours >= 1 else f'{projected / 60:.0f} minutes'} (fewer when images reach "
+              "their target early). Use --device cuda, fewer images (--n / --limit) or --max-steps; diffusion "
+              "generators decode through every DDIM step at each attack step.", file=sys.stderr, flush=True)
+    return projected
+
+
 def check_device(spec: str) -> torch.device:
     """``--device``: a torch device that exists on this machine."""
     try:
@@ -150,18 +226,60 @@ def check_explain_args(a: argparse.Namespace) -> None:
     check_float(a.margin, "--margin", low=0)
     if a.resume and a.data is None:
         raise ValueError("`--resume` needs `--data` (only data-set runs are sharded and resumable)")
-    if a.target not in ("random", "next"):  # the class count K is checked once the model is loaded
-        try:
-            t = int(a.target)
-        except ValueError:
-            raise ValueError(f"`--target` must be 'random', 'next' or a class index; got {a.target!r}") from None
-        if t < 0:
-            raise ValueError(f"`--target` must be a class index >= 0; got {t}")
+    if a.task != "auto" and a.data is None:
+        raise ValueError(f"`--task {a.task}` needs `--data` (without it, explain runs the MNIST digits)")
+    for flag, value in (("--labels", a.labels), ("--pixel-range", a.pixel_range), ("--image-shape", a.image_shape),
+                        ("--num-classes", a.num_classes)):
+        if value is not None and a.data is None:
+            raise ValueError(f"`{flag}` needs `--data`")
+    parse_numbers(a.pixel_range, "--pixel-range", 2)
+    parse_numbers(a.output_range, "--output-range", 2)
+    parse_numbers(a.image_shape, "--image-shape", 3, integer=True)
+    check_float(a.tolerance, "--tolerance", low=0, low_open=True)
+    if a.num_classes is not None:
+        check_float(a.num_classes, "--num-classes", low=1, integer=True)
+    check_target(a.target, a.task, a.regression_mode)
     check_out(a.out)
 
 
+def check_target(target: str, task: str, mode: str) -> None:
+    """``--target`` for the task: a class spec (``random``, ``next``, an index >= 0; K is checked once the model
+    is loaded) or, for a regression run in absolute / relative mode, a number."""
+    if task == "regression" or (task == "auto" and target not in ("random", "next")):
+        try:
+            float(target)
+            is_number = float(target) == float(target) and abs(float(target)) != float("inf")
+        except ValueError:
+            is_number = False
+        if task == "regression":
+            if mode != "mirror" and not is_number:
+                raise ValueError(f"`--target` of a regression run with `--regression-mode {mode}` must be a number "
+                                 f"(the value to reach, or the change); got {target!r}")
+            return
+        if is_number and "." not in target and "e" not in target.lower():
+            if int(target) < 0:
+                raise ValueError(f"`--target` must be a class index >= 0; got {int(target)}")
+            return
+        if is_number:
+            return  # a number: a regression target once the model shows it is a regressor
+        raise ValueError(f"`--target` must be 'random', 'next', a class index or (regression) a number; "
+                         f"got {target!r}")
+    if target not in ("random", "next"):
+        try:
+            t = int(target)
+        except ValueError:
+            raise ValueError(f"`--target` must be 'random', 'next' or a class index; got {target!r}") from None
+        if t < 0:
+            raise ValueError(f"`--target` must be a class index >= 0; got {t}")
+
+
 def cmd_explain_data(a: argparse.Namespace) -> int:
-    """``explain --data``: a sharded, resumable run over a data set (several ranks under torchrun)."""
+    """``explain --data``: a sharded, resumable run over a data set (several ranks under torchrun).
+
+    Nothing about the task is assumed: the image shape comes from ``--image-shape``, else the generator's
+    ``image_shape``, else the data; a folder's pixels are mapped to ``--pixel-range``, else the generator's
+    ``input_range``; the task and class count come from the model's output on the first image (``(N, K)``
+    logits: K classes; ``(N,)`` / ``(N, 1)``: a regressor), checked against ``--task`` / ``--num-classes``."""
     from captum_cfx.datasets.mnist import IMAGE_SHAPE as MNIST_SHAPE
     from captum_cfx.runner import (
         RunConfig,
@@ -179,23 +297,49 @@ def cmd_explain_data(a: argparse.Namespace) -> int:
     if isinstance(model, torch.nn.Module):
         model = model.to(device)
     gen = build_generator(a.generator).to(device)
-    probe = open_data(a.data, gen.image_shape).get(0, 1)[0]  # shape and class count come from the data and model
+    shape_flag = parse_numbers(a.image_shape, "--image-shape", 3, integer=True)
+    pixel_range = parse_numbers(a.pixel_range, "--pixel-range", 2)
+    if pixel_range is None and gen.input_range is not None and tuple(gen.input_range) != (0.0, 1.0):
+        pixel_range = tuple(gen.input_range)  # a folder's [0, 1] pixels, mapped to what the generator takes
+    read_shape = shape_flag if shape_flag is not None else gen.image_shape
+    src = open_data(a.data, read_shape, labels=a.labels, pixel_range=pixel_range)
+    probe = src.get(0, 1)[0]  # shape, task and class count come from the data and the model
     image_shape = tuple(probe.shape[1:])
-    k = num_classes(model, probe.nan_to_num().to(device))
-    # the shipped MNIST oracle judges MNIST-shaped data only
-    oracle = load_pretrained("mnist-oracle").to(device) if image_shape == MNIST_SHAPE else None
+    for flag, spec in (("--model", a.model), ("--generator", a.generator)):
+        if spec is None and image_shape != MNIST_SHAPE:  # the defaults are the MNIST presets: digits only
+            raise ValueError(f"`{flag}` is required for {'x'.join(map(str, image_shape))} images: its default is "
+                             f"the shipped MNIST {flag[2:]} (1x28x28 digits); pass yours as module:factory")
+    task, k = model_task(model, probe.nan_to_num().to(device), a.task, a.num_classes)
+    check_target(a.target, task, a.regression_mode)
+    # the shipped MNIST oracle judges MNIST-shaped classification data only
+    oracle = (load_pretrained("mnist-oracle").to(device) if image_shape == MNIST_SHAPE and task == "classification"
+              and k == 10 else None)
     cfg = RunConfig(data=a.data, shard_size=a.shard_size, seed=a.seed, target=a.target, margin=a.margin,
-                    max_steps=a.max_steps, limit=a.limit, threads=a.threads).check()
-    choose_targets(torch.zeros(1, dtype=torch.long), cfg.target, 0, k)  # validates the value for K classes
+                    max_steps=a.max_steps, limit=a.limit, threads=a.threads, task=task,
+                    regression_mode=a.regression_mode, tolerance=a.tolerance,
+                    output_range=parse_numbers(a.output_range, "--output-range", 2),
+                    labels=a.labels, pixel_range=pixel_range).check()
+    if task == "classification":
+        choose_targets(torch.zeros(1, dtype=torch.long), cfg.target, 0, k)  # validates the value for K classes
+    n_images = len(src) if a.limit is None else min(len(src), a.limit)
+    if rank_info()[0] == 0 and torch.isfinite(probe).all():
+        warn_expected_time(model, gen, probe, n_images, a.max_steps, device)
     t0 = time.perf_counter()
     summary = run_sharded(cfg, a.out, make_explain_fn(model, gen, oracle, cfg, device=device), resume=a.resume,
-                          progress=not a.no_progress, image_shape=image_shape)
+                          progress=not a.no_progress, image_shape=read_shape)
     if rank_info()[0] == 0:
         if summary["n_valid"]:
-            write_run_figures(a.out, gen, cfg, image_shape=image_shape)
+            write_run_figures(a.out, gen, cfg, image_shape=read_shape)
         seconds = time.perf_counter() - t0
-        print(f"explained {summary['n_valid']} of {summary['n']} images in {summary['n_shards']} shards "
-              f"({seconds:.1f}s): flip {summary['flip_rate']:.1%}, oracle agreement {summary['oracle_agreement']:.1%}; "
+        if task == "regression":
+            what = (f"goal reached (within {cfg.tolerance:g}) {summary['success_rate']:.1%}, mean |change| of the "
+                    f"prediction {summary['mean_abs_change']:.3g}, mean |error| to the goal "
+                    f"{summary['mean_abs_error_to_goal']:.3g}")
+        else:
+            what = (f"flip {summary['flip_rate']:.1%} ({k} classes), oracle agreement "
+                    f"{summary['oracle_agreement']:.1%}")
+        print(f"explained {summary['n_valid']} of {summary['n']} images ({task}, {'x'.join(map(str, image_shape))}) "
+              f"in {summary['n_shards']} shards ({seconds:.1f}s): {what}; "
               f"{len(summary['problems'])} skipped or unreadable")
         print(f"results: {a.out}/summary.json")
         if summary["n"] and not summary["n_valid"]:
@@ -230,6 +374,7 @@ def _explain_digits(a: argparse.Namespace) -> int:
     gen = gen.to(device)
     x, y = select_digits(a.n)  # without --data, the CLI explains MNIST test digits with the MNIST presets
     targets = choose_targets(y, a.target, a.seed, num_classes(model, x[:1].to(device)))
+    warn_expected_time(model, gen, x[:1], len(x), a.max_steps, device)
     attack = LatentCounterfactualAttack(model, gen)
     t0 = time.perf_counter()
     out = attack.generate(x.to(device), target=targets.to(device), margin=a.margin, max_steps=a.max_steps,
@@ -386,7 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    f"attacks on test digits. Defaults: {DEFAULT_N} class-interleaved test digits, "
                                    "seeded random targets different from the label.")
     e.add_argument("--n", type=int, default=DEFAULT_N, help=f"number of test digits (default {DEFAULT_N})")
-    e.add_argument("--target", default="random", help="'random' (default), 'next' or a class index 0..K-1")
+    e.add_argument("--target", default="random",
+                   help="'random' (default), 'next' or a class index 0..K-1 (K read from the model); for a "
+                        "regressor in absolute / relative mode the value to reach / the change")
     e.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     e.add_argument("--model", default=None, help="module:factory returning your classifier (default: shipped)")
     e.add_argument("--generator", default=None,
@@ -401,8 +548,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-descriptors", action="store_true",
                    help="skip the Morpho-MNIST descriptor bars and global descriptor chart")
     e.add_argument("--data", default=None,
-                   help="explain a data set in shards: mnist-test, mnist-train, a folder of images, or a "
-                        ".npz/.npy/.safetensors/.pt tensor file (writes shards, a manifest and summary.json)")
+                   help="explain a data set in shards: mnist-test, mnist-train, squares-<size>:<n>, a folder of "
+                        "PNG/JPEG images (labels from --labels or <folder>/labels.csv), or a tensor file: .npz "
+                        "with 'images' (N, C, H, W) [and 'labels' (N,)], .npy (images), .safetensors with "
+                        "'images' [and 'labels'], .pt (a tensor or a dict with 'images' [and 'labels']); writes "
+                        "shards, a manifest, summary.json and grid.png (docs/bring_your_own.md)")
+    e.add_argument("--labels", default=None,
+                   help="with a --data folder: a CSV of filename,label rows (class indices, or numbers for a "
+                        "regressor); default <folder>/labels.csv when it exists, else unlabelled")
+    e.add_argument("--task", default="auto", choices=("auto", "classification", "regression"),
+                   help="with --data: auto (default) reads it from the model's output: (N, K) logits classify, "
+                        "(N,) or (N, 1) values regress")
+    e.add_argument("--regression-mode", default="mirror", choices=("mirror", "absolute", "relative"),
+                   help="regressors: mirror (default; the prediction moved by half of --output-range), absolute "
+                        "(--target is the value to reach) or relative (--target is the change)")
+    e.add_argument("--tolerance", type=float, default=0.05,
+                   help="regressors: success when |prediction - goal| <= tolerance (default 0.05)")
+    e.add_argument("--output-range", default="0,1",
+                   help="regressors: the known output range LO,HI (default 0,1; write --output-range=-1,1 for a "
+                        "negative LO)")
+    e.add_argument("--pixel-range", default=None,
+                   help="with a --data folder: map its [0, 1] pixels to LO,HI (default: the generator's "
+                        "input_range); e.g. --pixel-range=-1,1")
+    e.add_argument("--image-shape", default=None,
+                   help="with --data: C,H,W the images are read as (default: the generator's image_shape, else "
+                        "the first image's)")
+    e.add_argument("--num-classes", type=int, default=None,
+                   help="with --data: the classes K the model must output (default: read from the model)")
     e.add_argument("--shard-size", type=int, default=100, help="images per shard with --data (default 100)")
     e.add_argument("--limit", type=int, default=None, help="only the first N images of --data")
     e.add_argument("--resume", action="store_true", help="with --data: skip shards already complete in --out")

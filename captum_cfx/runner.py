@@ -74,8 +74,9 @@ class _TensorSource(DataSource):
             if len(labels) != shape[0] or len(tuple(labels.shape)) != 1:
                 raise ValueError(f"`data` labels must be one per image, shape ({shape[0]},); got {tuple(labels.shape)}")
             kind = str(getattr(labels, "dtype", ""))
-            if not any(t in kind for t in ("int", "uint")):
-                raise ValueError(f"`data` labels must be integers (class indices); got dtype {kind}")
+            if not any(t in kind for t in ("int", "uint", "float")):
+                raise ValueError(f"`data` labels must be integers (class indices) or floats (regression "
+                                 f"targets); got dtype {kind}")
         self.images, self.labels = images, labels
 
     def __len__(self) -> int:
@@ -85,9 +86,10 @@ class _TensorSource(DataSource):
         x = torch.as_tensor(np.array(self.images[start:stop])).float()
         if x.dim() == 3:
             x = x.unsqueeze(1)
-        y = (torch.as_tensor(np.asarray(self.labels[start:stop])).long() if self.labels is not None
-             else torch.full((len(x),), -1, dtype=torch.long))
-        return x, y, []
+        if self.labels is None:
+            return x, torch.full((len(x),), -1, dtype=torch.long), []
+        y = torch.as_tensor(np.asarray(self.labels[start:stop]))
+        return x, (y.float() if y.is_floating_point() else y.long()), []
 
 
 def _npz_memmap(path: Path, key: str) -> np.ndarray | None:
@@ -138,13 +140,31 @@ class _SafetensorsRows:
 
 
 class _FolderSource(DataSource):
-    """A folder of images; ``image_shape`` ``None`` reads it from the first image (grey -> 1 channel, else 3)."""
+    """A folder of PNG/JPEG/... images in file-name order; ``image_shape`` ``None`` reads it from the first image
+    (grey -> 1 channel, else 3). Pixels are read in ``[0, 1]`` and mapped linearly to ``pixel_range``.
+    ``labels``: a CSV of ``filename,label`` rows (see :func:`read_labels_csv`); images it does not name are
+    unlabelled (-1, or NaN for regression targets)."""
 
-    def __init__(self, folder: Path, image_shape: tuple[int, int, int] | None) -> None:
+    def __init__(self, folder: Path, image_shape: tuple[int, int, int] | None, labels: str | Path | None = None,
+                 pixel_range: tuple[float, float] | None = None) -> None:
         self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
         if not self.files:
             raise ValueError(f"`data` folder {str(folder)!r} holds no images ({sorted(_IMAGE_SUFFIXES)})")
         self.shape = image_shape if image_shape is not None else _shape_of(self.files[0])
+        self.pixel_range = (0.0, 1.0) if pixel_range is None else pixel_range
+        self.labels: Tensor | None = None
+        if labels is not None:
+            table = read_labels_csv(labels)
+            names = {p.name for p in self.files}
+            unknown = sorted(set(table) - names)
+            if unknown:
+                raise ValueError(f"`labels` {str(labels)!r} names {len(unknown)} file(s) that are not images of "
+                                 f"{str(folder)!r}: {unknown[:5]}")
+            values = list(table.values())
+            integral = all(float(v).is_integer() for v in values)
+            missing = -1 if integral else float("nan")
+            self.labels = torch.tensor([table.get(p.name, missing) for p in self.files],
+                                       dtype=torch.long if integral else torch.float32)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -159,7 +179,9 @@ class _FolderSource(DataSource):
                 raise ValueError(f"size {im.size[0]}x{im.size[1]}, expected {w}x{h}")
             arr = np.asarray(im, dtype=np.float32) / 255.0
         t = torch.from_numpy(arr)
-        return t.unsqueeze(0) if c == 1 else t.permute(2, 0, 1)
+        t = t.unsqueeze(0) if c == 1 else t.permute(2, 0, 1)
+        lo, hi = self.pixel_range
+        return t if (lo, hi) == (0.0, 1.0) else lo + (hi - lo) * t
 
     def get(self, start: int, stop: int) -> tuple[Tensor, Tensor, list[str]]:
         imgs, problems = [], []
@@ -170,7 +192,46 @@ class _FolderSource(DataSource):
                 problems.append(f"row {i}: {p.name}: {e}")
                 imgs.append(torch.full(self.shape, float("nan")))
         x = torch.stack(imgs) if imgs else torch.zeros(0, *self.shape)
-        return x, torch.full((len(x),), -1, dtype=torch.long), problems
+        y = (self.labels[start:stop].clone() if self.labels is not None
+             else torch.full((len(x),), -1, dtype=torch.long))
+        return x, y, problems
+
+
+def read_labels_csv(path: str | Path) -> dict[str, float]:
+    """A labels CSV: one ``filename,label`` row per image (a header row such as ``filename,label`` is skipped);
+    ``label`` is a class index (integers) or a regression target (any number). File names are the images'
+    names inside the folder (no directories)."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"`labels` must be a CSV file of filename,label rows; {str(path)!r} is not a file")
+    table: dict[str, float] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"`labels`: cannot read {str(path)!r} as a CSV ({type(e).__name__}: {e})") from e
+    for n, row in enumerate(rows, 1):
+        if len(row) != 2:
+            raise ValueError(f"`labels` {path.name} line {n}: expected 2 columns (filename,label); got {row[:4]}")
+        name, raw = row[0].strip(), row[1].strip()
+        try:
+            value = float(raw)
+        except ValueError:
+            if n == 1:  # a header row
+                continue
+            raise ValueError(f"`labels` {path.name} line {n}: the label must be a number; got {raw!r}") from None
+        if not np.isfinite(value):
+            raise ValueError(f"`labels` {path.name} line {n}: the label must be finite; got {raw!r}")
+        if "/" in name or "\\" in name:
+            raise ValueError(f"`labels` {path.name} line {n}: a file name inside the folder, not a path; got {name!r}")
+        if name in table:
+            raise ValueError(f"`labels` {path.name} line {n}: {name!r} is listed twice")
+        table[name] = value
+    if not table:
+        raise ValueError(f"`labels` {path.name} holds no filename,label rows")
+    return table
 
 
 class _SquaresSource(DataSource):
@@ -208,13 +269,29 @@ def _shape_of(path: Path) -> tuple[int, int, int]:
         raise ValueError(f"`data`: cannot read the image size of {path.name} ({type(e).__name__}: {e})") from e
 
 
-def open_data(spec: str, image_shape: tuple[int, int, int] | None = None) -> DataSource:
-    """Open ``--data``: a built-in name (``mnist-test``, ``mnist-train``, ``squares-<size>:<n>``), a folder, or a
-    tensor file (``.npz`` with ``images`` [and ``labels``], ``.npy``, ``.safetensors``, or ``.pt`` read
-    with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects).
+def open_data(spec: str, image_shape: tuple[int, int, int] | None = None, *, labels: str | Path | None = None,
+              pixel_range: tuple[float, float] | None = None) -> DataSource:
+    """Open ``--data`` (the formats are listed in ``docs/bring_your_own.md``):
 
-    ``image_shape`` ``(C, H, W)`` is what a folder's images are read as (``None``: the first image's size, one
-    channel for grey images and three otherwise); tensor files and built-in data sets carry their own shape."""
+    - a built-in name: ``mnist-test``, ``mnist-train``, ``squares-<size>:<n>``;
+    - a folder of images (``.png``, ``.jpg``/``.jpeg``, ``.bmp``, ``.gif``, ``.tif``), in file-name order, with
+      labels from ``labels`` (a CSV of ``filename,label`` rows) or, when that is ``None``, from
+      ``<folder>/labels.csv`` if it exists (else unlabelled);
+    - a tensor file: ``.npz`` with an ``images`` array ``(N, C, H, W)`` or ``(N, H, W)`` and optionally ``labels``
+      ``(N,)``; ``.npy`` (images only); ``.safetensors`` with ``images`` [and ``labels``] tensors; ``.pt`` holding a
+      tensor or a dict with ``images`` [and ``labels``], read with ``torch.load(weights_only=True)``, which refuses
+      arbitrary pickled objects. Integer labels are class indices (-1 unknown); float labels regression targets.
+
+    Args:
+        image_shape: ``(C, H, W)`` a folder's images are read as (``None``: the first image's size, one channel for
+            grey images and three otherwise); tensor files and built-in data sets carry their own shape, which
+            must match it.
+        labels: a labels CSV for a folder (an error for other formats).
+        pixel_range: ``(lo, hi)`` a folder's pixels are mapped to from ``[0, 1]`` (``None``: ``[0, 1]``); tensor
+            files keep their values."""
+    if labels is not None and not Path(spec).is_dir():
+        raise ValueError(f"`labels` (a CSV) is for a folder of images; {spec!r} is not a folder (tensor files "
+                         "carry their labels inside)")
     if spec in ("mnist-test", "mnist-train"):
         from captum_cfx.datasets import load_mnist
 
@@ -227,7 +304,9 @@ def open_data(spec: str, image_shape: tuple[int, int, int] | None = None) -> Dat
         return _SquaresSource(int(size), int(n))
     path = Path(spec)
     if path.is_dir():
-        return _FolderSource(path, image_shape)
+        if labels is None and (path / "labels.csv").is_file():
+            labels = path / "labels.csv"
+        return _FolderSource(path, image_shape, labels, pixel_range)
     if not path.is_file():
         raise ValueError(f"`data` must be a built-in name (mnist-test, mnist-train), a folder or a tensor file; "
                          f"{spec!r} is none of these")
@@ -430,9 +509,20 @@ def _agree(error: str | None) -> None:
 
 
 # ----------------------------------------------------------------------------- the run
+TASKS = ("classification", "regression")
+REGRESSION_MODES = ("absolute", "relative", "mirror")
+
+
 @dataclass
 class RunConfig:
-    """What decides a run's bits; a resumed run must match the folder's ``run.json``."""
+    """What decides a run's bits; a resumed run must match the folder's ``run.json``.
+
+    Classification runs (the default) pick target classes with ``target`` (``random``, ``next`` or a class
+    index) among the model's K classes. Regression runs (``task="regression"``) reach a goal value with
+    :class:`~captum_cfx.objectives.RegressionTarget`: ``regression_mode`` ``"mirror"`` (``target`` unused),
+    ``"absolute"`` (``target`` is the value to reach) or ``"relative"`` (``target`` is the change), within
+    ``tolerance``, for a regressor whose known output range is ``output_range``.
+    """
 
     data: str
     shard_size: int = 100
@@ -444,9 +534,27 @@ class RunConfig:
     #: intra-op threads per rank while computing a shard. CPU kernels round differently with different
     #: thread counts, so this is part of what fixes the bits (1 = identical under any number of ranks).
     threads: int = 1
+    #: ``"classification"`` or ``"regression"``
+    task: str = "classification"
+    regression_mode: str = "mirror"
+    tolerance: float = 0.05
+    output_range: tuple[float, float] | None = (0.0, 1.0)
+    #: a folder's labels CSV (``None``: ``<folder>/labels.csv`` when it exists)
+    labels: str | None = None
+    #: the range a folder's pixels are mapped to (``None``: ``[0, 1]``)
+    pixel_range: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
+        """The fields as JSON values; fields added after the first release are left out at their defaults, so a
+        classification run's ``run.json`` is the same as before they existed (and such runs still resume)."""
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()}
+        if self.task == "classification":
+            for k in ("task", "regression_mode", "tolerance", "output_range"):
+                d.pop(k)
+        for k in ("labels", "pixel_range"):
+            if d[k] is None:
+                d.pop(k)
+        return d
 
     def check(self) -> RunConfig:
         """Raise a clear error for a value no run can use (before anything is read or written)."""
@@ -459,7 +567,38 @@ class RunConfig:
         check_float(self.threads, "threads", low=1, integer=True)
         if self.limit is not None:
             check_float(self.limit, "limit", low=1, integer=True)
+        if self.task not in TASKS:
+            raise ValueError(f"`task` must be one of {TASKS}; got {self.task!r}")
+        for name in ("output_range", "pixel_range"):
+            r = getattr(self, name)
+            if r is not None:
+                ok = (isinstance(r, (tuple, list)) and len(r) == 2 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in r)
+                    and r[0] < r[1])
+                if not ok:
+                    raise ValueError(f"`{name}` must be (lo, hi) with finite lo < hi; got {r!r}")
+                setattr(self, name, (float(r[0]), float(r[1])))
+        if self.task == "regression":
+            if self.regression_mode not in REGRESSION_MODES:
+                raise ValueError(f"`regression_mode` must be one of {REGRESSION_MODES}; got {self.regression_mode!r}")
+            check_float(self.tolerance, "tolerance", low=0, low_open=True)
+            if self.regression_mode != "mirror":
+                self.regression_goal()
         return self
+
+    def regression_goal(self) -> float | None:
+        """``target`` as the number a regression run reaches (absolute) or adds (relative); ``None`` for mirror."""
+        if self.regression_mode == "mirror":
+            return None
+        try:
+            value = float(self.target)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not np.isfinite(value):
+            what = "value to reach" if self.regression_mode == "absolute" else "change to make"
+            raise ValueError(f"`target` of a regression run in {self.regression_mode!r} mode must be a finite "
+                             f"number (the {what}); got {self.target!r}")
+        return value
 
 
 ShardFn = Callable[[Tensor, Tensor, int], dict[str, Tensor]]
@@ -505,7 +644,7 @@ def run_sharded(cfg: RunConfig, out_dir: str | Path, compute: ShardFn, resume: b
     try:
         rank, world = rank_info()
         out = Path(out_dir)
-        src = open_data(cfg.data, image_shape)  # every check runs before anything is written
+        src = open_data(cfg.data, image_shape, labels=cfg.labels, pixel_range=cfg.pixel_range)  # checks first
         n = len(src) if cfg.limit is None else min(len(src), cfg.limit)
         if n == 0:
             raise ValueError(f"`data` {cfg.data!r} holds no images")
@@ -537,7 +676,8 @@ def run_sharded(cfg: RunConfig, out_dir: str | Path, compute: ShardFn, resume: b
             data, side = shard_paths(out, k)
             save_safetensors_atomic(res, data)
             write_json_atomic(side, {"shard": k, "start": lo, "stop": hi, "sha256": _digest(data),
-                                     "seconds": time.perf_counter() - t0, "rank": rank, "problems": problems})
+                                     "seconds": time.perf_counter() - t0, "rank": rank, "problems": problems,
+                                     "summary": shard_summary(res)})
             bar.update(1)
             del x, y, res  # else this shard's images and results stay alive through the next shard's loading
         bar.close()
@@ -596,34 +736,66 @@ def iter_shards(out: Path, n_shards: int) -> Iterator[dict[str, Tensor]]:
         yield load_file(str(shard_paths(out, k)[0]))
 
 
+def _shard_sums(d: dict[str, Tensor]) -> dict[str, float]:
+    """Sums over a shard's valid rows: the counts a summary is made of (merged by adding them up)."""
+    valid = d.get("valid", torch.ones(len(d["index"]), dtype=torch.bool))
+    sums = {"n": float(len(d["index"])), "n_valid": float(valid.sum())}
+    for key in ("success", "oracle_agree", "n_steps"):
+        if key in d:
+            sums[key] = float(d[key][valid].float().sum())
+    if "goals" in d:  # a regression run: distances to the goal and the change made, no class anywhere
+        ok = valid & d["success"]
+        sums["abs_error"] = float((d["predictions"] - d["goals"])[valid].abs().sum())
+        sums["abs_change"] = float((d["predictions"] - d["predictions_before"])[valid].abs().sum())
+        sums["abs_change_success"] = float((d["predictions"] - d["predictions_before"])[ok].abs().sum())
+    return sums
+
+
+def _summarise(sums: dict[str, float], regression: bool) -> dict[str, Any]:
+    nv = max(sums.get("n_valid", 0.0), 1.0)
+
+    def mean(key: str) -> float:
+        return sums[key] / nv if key in sums else float("nan")
+
+    out: dict[str, Any] = {"n": int(sums.get("n", 0)), "n_valid": int(sums.get("n_valid", 0))}
+    if regression:
+        out.update(task="regression", success_rate=mean("success"), mean_abs_error_to_goal=mean("abs_error"),
+                   mean_abs_change=mean("abs_change"),
+                   mean_abs_change_success=sums.get("abs_change_success", 0.0) / max(sums.get("success", 0.0), 1.0)
+                   if sums.get("success") else float("nan"))
+    else:
+        out.update(task="classification", flip_rate=mean("success"), oracle_agreement=mean("oracle_agree"))
+    out["mean_steps"] = mean("n_steps")
+    return out
+
+
+def shard_summary(res: dict[str, Tensor]) -> dict[str, Any]:
+    """One shard's summary (in its ``shard_XXXXX.json``): the same keys as ``summary.json`` over its rows."""
+    d = {k: v for k, v in res.items() if isinstance(v, Tensor)}
+    d.setdefault("index", torch.zeros(len(next(iter(d.values()))) if d else 0))
+    return _summarise(_shard_sums(d), "goals" in d)
+
+
 def merge(out: Path, n_shards: int) -> dict[str, Any]:
-    """Check every shard, write ``manifest.json`` and ``summary.json``; return the summary."""
+    """Check every shard, write ``manifest.json`` and ``summary.json``; return the summary.
+
+    A classification run's summary has ``flip_rate``, ``oracle_agreement`` and ``mean_steps``; a regression run's
+    (shards holding ``goals``) ``success_rate`` (within tolerance of the goal), ``mean_abs_error_to_goal``,
+    ``mean_abs_change`` (of the prediction, all valid rows) and ``mean_abs_change_success``; both have ``n``,
+    ``n_valid``, ``n_shards``, ``seconds_in_shards`` and ``problems``."""
     missing = [k for k in range(n_shards) if not shard_done(out, k)]
     if missing:
         raise ValueError(f"cannot merge: shards {missing[:10]} are missing or incomplete in {str(out)!r}")
     sides = [json.loads(shard_paths(out, k)[1].read_text()) for k in range(n_shards)]
     totals: dict[str, float] = {}
-    count = 0
-    valid_total = 0
+    regression = False
     for d in iter_shards(out, n_shards):
-        count += len(d["index"])
-        valid = d.get("valid", torch.ones(len(d["index"]), dtype=torch.bool))
-        valid_total += int(valid.sum())
-        for key in ("success", "oracle_agree"):
-            if key in d:
-                totals[key] = totals.get(key, 0.0) + float(d[key][valid].float().sum())
-        if "n_steps" in d:
-            totals["n_steps"] = totals.get("n_steps", 0.0) + float(d["n_steps"][valid].float().sum())
-    summary = {
-        "n": count,
-        "n_valid": valid_total,
-        "n_shards": n_shards,
-        "flip_rate": totals.get("success", float("nan")) / max(valid_total, 1),
-        "oracle_agreement": totals.get("oracle_agree", float("nan")) / max(valid_total, 1),
-        "mean_steps": totals.get("n_steps", float("nan")) / max(valid_total, 1),
-        "seconds_in_shards": sum(s["seconds"] for s in sides),
-        "problems": [p for s in sides for p in s["problems"]],
-    }
+        regression |= "goals" in d
+        for key, v in _shard_sums(d).items():
+            totals[key] = totals.get(key, 0.0) + v
+    summary = _summarise(totals, regression)
+    summary.update(n_shards=n_shards, seconds_in_shards=sum(s["seconds"] for s in sides),
+                   problems=[p for s in sides for p in s["problems"]])
     write_json_atomic(out / "manifest.json", {"n_shards": n_shards, "shards": sides})
     write_json_atomic(out / "summary.json", summary)
     return summary
@@ -634,71 +806,134 @@ def make_explain_fn(model: Callable[[Tensor], Tensor], generator: Any, oracle: C
     """The per-shard job of ``captum-cfx explain --data``: validate, pick seeded targets, attack, judge.
 
     Images that could not be read (NaN) or fail the generator's checks are marked ``valid = False``
-    and skipped; the rest of the shard is computed normally.
+    and skipped; the rest of the shard is computed normally. A classification run (``cfg.task``) stores
+    target and predicted classes (and ``oracle_agree`` with an oracle); a regression run stores
+    ``predictions_before``, ``goals`` and ``predictions`` (the regressor's values; no argmax anywhere).
     """
     from captum_cfx import LatentCounterfactualAttack
 
     attack = LatentCounterfactualAttack(model, generator)
     device = torch.device(device)
+    regression = cfg.task == "regression"
 
     def compute(x: Tensor, y: Tensor, seed: int) -> dict[str, Any]:
         n = len(x)
-        problems: list[tuple[int, str]] = []
-        valid = torch.isfinite(x.flatten(1)).all(1) if n else torch.zeros(0, dtype=torch.bool)
-        problems += [(i, "non-finite values (NaN or Inf)") for i in (~valid).nonzero().flatten().tolist()]
-        if generator.input_range is not None and n:
-            lo, hi = generator.input_range
-            xf = x.flatten(1).nan_to_num(lo)
-            mins, maxs = xf.amin(1), xf.amax(1)
-            bad = valid & ((mins < lo - 1e-4) | (maxs > hi + 1e-4))
-            hint = "; 0-255 images? divide them by 255" if hi <= 1 and float(maxs.max()) > 2 else ""
-            problems += [(i, f"values in [{float(mins[i]):.4g}, {float(maxs[i]):.4g}] outside the generator's input "
-                             f"range [{lo:g}, {hi:g}]{hint}") for i in bad.nonzero().flatten().tolist()]
-            valid &= ~bad
+        valid, problems = _valid_rows(x, generator)
         xv = x[valid].to(device)
         with torch.no_grad():
             out0 = model(xv) if len(xv) else None
-        k = int(out0.shape[1]) if out0 is not None else 2  # K classes, read from the model's output
-        bad = valid.clone()
-        bad[valid] = (y[valid] >= k) | (y[valid] < -1)
-        if bool(bad.any()):  # a label that is not one of the model's classes cannot be a source class
-            problems += [(i, f"label {int(y[i])} is not a class of the model (0..{k - 1}, or -1 for unknown)")
-                         for i in bad.nonzero().flatten().tolist()]
-            keep = ~bad[valid]
-            valid &= ~bad
-            xv, out0 = xv[keep], (out0[keep] if out0 is not None else None)
-        pred0 = out0.argmax(1).cpu() if out0 is not None and len(xv) else torch.zeros(0, dtype=torch.long)
-        ref = torch.where(y[valid] >= 0, y[valid], pred0)
-        g = torch.Generator().manual_seed(int(seed))
-        offs = torch.randint(1, k, (n,), generator=g)[valid]
-        tgt = (ref + offs) % k if cfg.target == "random" else choose_targets(ref, cfg.target, int(seed), k)
-        out = attack.generate(xv, target=tgt.to(device), margin=cfg.margin, max_steps=cfg.max_steps)
-        full = {
-            "counterfactuals": torch.zeros_like(x),
-            "latents": torch.zeros(n, *out.latents.free.shape[1:]),
-            "success": torch.zeros(n, dtype=torch.bool),
-            "n_steps": torch.zeros(n, dtype=torch.long),
-            "targets": torch.full((n,), -1, dtype=torch.long),
-            "predictions": torch.full((n,), -1, dtype=torch.long),
-            "labels": y.clone(),
-            "valid": valid,
-        }
-        full["counterfactuals"][valid] = out.counterfactuals.cpu()
-        full["latents"][valid] = out.latents.free.detach().cpu()
-        full["success"][valid] = out.success.cpu()
-        full["n_steps"][valid] = out.n_steps.cpu()
-        full["targets"][valid] = tgt.cpu()
-        full["predictions"][valid] = out.predictions.argmax(1).cpu()
-        if oracle is not None:
-            agree = torch.zeros(n, dtype=torch.bool)
-            with torch.no_grad():
-                if len(xv):
-                    agree[valid] = (oracle(out.counterfactuals).argmax(1).cpu() == tgt.cpu()) & out.success.cpu()
-            full["oracle_agree"] = agree
+        if regression:
+            full, xv = _regression_shard(attack, cfg, x, y, valid, xv, out0)
+        else:
+            full, xv, tgt, more = _classification_shard(attack, cfg, x, y, valid, xv, out0, seed)
+            problems += more
+            if oracle is not None:
+                agree = torch.zeros(n, dtype=torch.bool)
+                with torch.no_grad():
+                    if len(xv):
+                        ok = full["success"][valid]
+                        agree[valid] = (oracle(full["counterfactuals"][valid].to(device)).argmax(1).cpu() == tgt) & ok
+                full["oracle_agree"] = agree
         full["_problems"] = sorted(problems)  # type: ignore[assignment]  # popped by run_sharded, never saved
         return full
 
     return compute
+
+
+def _valid_rows(x: Tensor, generator: Any) -> tuple[Tensor, list[tuple[int, str]]]:
+    """Rows that are finite and inside the generator's input range, and a problem for each other row."""
+    n = len(x)
+    problems: list[tuple[int, str]] = []
+    valid = torch.isfinite(x.flatten(1)).all(1) if n else torch.zeros(0, dtype=torch.bool)
+    problems += [(i, "non-finite values (NaN or Inf)") for i in (~valid).nonzero().flatten().tolist()]
+    if generator.input_range is not None and n:
+        lo, hi = generator.input_range
+        xf = x.flatten(1).nan_to_num(lo)
+        mins, maxs = xf.amin(1), xf.amax(1)
+        bad = valid & ((mins < lo - 1e-4) | (maxs > hi + 1e-4))
+        hint = "; 0-255 images? divide them by 255" if hi <= 1 and float(maxs.max()) > 2 else ""
+        problems += [(i, f"values in [{float(mins[i]):.4g}, {float(maxs[i]):.4g}] outside the generator's input "
+                         f"range [{lo:g}, {hi:g}]{hint}") for i in bad.nonzero().flatten().tolist()]
+        valid &= ~bad
+    return valid, problems
+
+
+def _shard_tensors(x: Tensor, y: Tensor, valid: Tensor, out: Any) -> dict[str, Any]:
+    """The per-row tensors every run stores; rows that were skipped keep zeros and ``valid = False``."""
+    n = len(x)
+    full = {
+        "counterfactuals": torch.zeros_like(x),
+        "latents": torch.zeros(n, *out.latents.free.shape[1:]),
+        "success": torch.zeros(n, dtype=torch.bool),
+        "n_steps": torch.zeros(n, dtype=torch.long),
+        "labels": y.clone(),
+        "valid": valid,
+    }
+    full["counterfactuals"][valid] = out.counterfactuals.detach().cpu()
+    full["latents"][valid] = out.latents.free.detach().cpu()
+    full["success"][valid] = out.success.cpu()
+    full["n_steps"][valid] = out.n_steps.cpu()
+    return full
+
+
+def _classification_shard(attack: Any, cfg: RunConfig, x: Tensor, y: Tensor, valid: Tensor, xv: Tensor,
+                          out0: Tensor | None, seed: int) -> tuple[dict[str, Any], Tensor, Tensor, list]:
+    n = len(x)
+    problems: list[tuple[int, str]] = []
+    if out0 is not None and (out0.dim() != 2 or out0.shape[1] < 2):
+        raise ValueError(f"a classification run needs (N, K) logits with K >= 2 from the model; got "
+                         f"{tuple(out0.shape)} (a regressor? run it with task='regression')")
+    k = int(out0.shape[1]) if out0 is not None else 2  # K classes, read from the model's output
+    if y.is_floating_point():  # labels from a CSV or a float array: class indices only when whole numbers
+        whole = torch.isfinite(y) & (y == y.round())
+        problems += [(i, f"label {float(y[i]):g} is not a class index") for i in (valid & ~whole).nonzero().flatten()
+                     .tolist()]
+        keep = whole[valid]
+        valid = valid & whole
+        xv, out0 = xv[keep], (out0[keep] if out0 is not None else None)
+        y = torch.where(whole, y, torch.full_like(y, -1.0)).long()
+    bad = valid.clone()
+    bad[valid] = (y[valid] >= k) | (y[valid] < -1)
+    if bool(bad.any()):  # a label that is not one of the model's classes cannot be a source class
+        problems += [(i, f"label {int(y[i])} is not a class of the model (0..{k - 1}, or -1 for unknown)")
+                     for i in bad.nonzero().flatten().tolist()]
+        keep = ~bad[valid]
+        valid = valid & ~bad
+        xv, out0 = xv[keep], (out0[keep] if out0 is not None else None)
+    pred0 = out0.argmax(1).cpu() if out0 is not None and len(xv) else torch.zeros(0, dtype=torch.long)
+    ref = torch.where(y[valid] >= 0, y[valid], pred0)
+    g = torch.Generator().manual_seed(int(seed))
+    offs = torch.randint(1, k, (n,), generator=g)[valid]
+    tgt = (ref + offs) % k if cfg.target == "random" else choose_targets(ref, cfg.target, int(seed), k)
+    out = attack.generate(xv, target=tgt.to(xv.device), margin=cfg.margin, max_steps=cfg.max_steps)
+    full = _shard_tensors(x, y, valid, out)
+    full["targets"] = torch.full((n,), -1, dtype=torch.long)
+    full["predictions"] = torch.full((n,), -1, dtype=torch.long)
+    full["targets"][valid] = tgt.cpu()
+    full["predictions"][valid] = out.predictions.argmax(1).cpu()
+    return full, xv, tgt.cpu(), problems
+
+
+def _regression_shard(attack: Any, cfg: RunConfig, x: Tensor, y: Tensor, valid: Tensor, xv: Tensor,
+                      out0: Tensor | None) -> tuple[dict[str, Any], Tensor]:
+    from captum_cfx.objectives import RegressionTarget
+
+    n = len(x)
+    obj = RegressionTarget(tolerance=cfg.tolerance, mode=cfg.regression_mode, value_range=cfg.output_range)
+    if out0 is not None:
+        RegressionTarget._values(out0)  # (N,) or (N, 1), else a clear error before the search
+    with warnings.catch_warnings():  # goals outside output_range are counted in the summary, not warned per shard
+        warnings.simplefilter("ignore", UserWarning)
+        out = attack.generate(xv, target=cfg.regression_goal(), objective=obj, max_steps=cfg.max_steps)
+        before = RegressionTarget._values(out0).detach().cpu().float() if out0 is not None else torch.zeros(0)
+        goal = obj.prepare(before, cfg.regression_goal()) if len(before) else torch.zeros(0)
+    full = _shard_tensors(x, y.float() if y.is_floating_point() else y.float().masked_fill(y < 0, float("nan")),
+                          valid, out)
+    after = RegressionTarget._values(out.predictions).detach().cpu().float()
+    for key, v in (("predictions_before", before), ("goals", goal), ("predictions", after)):
+        full[key] = torch.full((n,), float("nan"))
+        full[key][valid] = v
+    return full, xv
 
 
 def write_run_figures(out_dir: str | Path, generator: Any, cfg: RunConfig, max_rows: int = 8,
@@ -712,13 +947,16 @@ def write_run_figures(out_dir: str | Path, generator: Any, cfg: RunConfig, max_r
     d = load_file(str(shard_paths(out, 0)[0]))
     valid = d["valid"] if "valid" in d else torch.ones(len(d["index"]), dtype=torch.bool)
     rows = valid.nonzero().flatten()[:max_rows]
-    x, _, _ = open_data(cfg.data, image_shape).get(0, len(valid))
+    x, _, _ = open_data(cfg.data, image_shape, labels=cfg.labels, pixel_range=cfg.pixel_range).get(0, len(valid))
     x = x[rows]
     with torch.no_grad():
         dev = generator.device
         recon = generator.reconstruct(x.to(dev)).cpu()
     cf = d["counterfactuals"][rows]
-    labels = [f"{int(d['labels'][i])}→{int(d['targets'][i])}" for i in rows] if "targets" in d else None
+    if "goals" in d:  # regression: the prediction before -> the goal
+        labels = [f"{float(d['predictions_before'][i]):.2f}→{float(d['goals'][i]):.2f}" for i in rows]
+    else:
+        labels = [f"{int(d['labels'][i])}→{int(d['targets'][i])}" for i in rows] if "targets" in d else None
     fig = counterfactual_grid(x, recon, cf, cf - recon, row_labels=labels, max_rows=max_rows)
     path = out / "grid.png"
     fig.savefig(path, dpi=100)
