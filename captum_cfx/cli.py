@@ -159,13 +159,16 @@ def warn_expected_time(model: Any, gen: Any, x: torch.Tensor, n_images: int, max
     """Time one attack step (decode + model + backward) on one image and warn on stderr when ``n_images`` images
     at up to ``max_steps`` steps would take longer than :data:`SLOW_WARNING_S` (diffusion generators on a CPU:
     hours). Returns the projected seconds (an upper bound: samples stop when they reach their goal)."""
-    with torch.no_grad():
-        z = gen.encode(x[:1].to(device))
-    t0 = time.perf_counter()
-    free = z.free.detach().clone().requires_grad_(True)
-    out = model(gen.decode(z.replace(free)))
-    out.float().sum().backward()
-    step = time.perf_counter() - t0
+    try:
+        with torch.no_grad():
+            z = gen.encode(x[:1].to(device))
+        t0 = time.perf_counter()
+        free = z.free.detach().clone().requires_grad_(True)
+        out = model(gen.decode(z.replace(free)))
+        out.float().sum().backward()
+        step = time.perf_counter() - t0
+    except (ValueError, TypeError, RuntimeError):  # an image the run itself will report and skip
+        return float("nan")
     projected = step * n_images * max_steps
     if projected > SLOW_WARNING_S:
         hours = projected / 3600
