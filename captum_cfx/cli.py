@@ -339,8 +339,9 @@ def cmd_explain_data(a: argparse.Namespace) -> int:
                     f"prediction {summary['mean_abs_change']:.3g}, mean |error| to the goal "
                     f"{summary['mean_abs_error_to_goal']:.3g}")
         else:
-            what = (f"flip {summary['flip_rate']:.1%} ({k} classes), oracle agreement "
-                    f"{summary['oracle_agreement']:.1%}")
+            what = f"flip {summary['flip_rate']:.1%} ({k} classes)"
+            if oracle is not None:
+                what += f", oracle agreement {summary['oracle_agreement']:.1%}"
         print(f"explained {summary['n_valid']} of {summary['n']} images ({task}, {'x'.join(map(str, image_shape))}) "
               f"in {summary['n_shards']} shards ({seconds:.1f}s): {what}; "
               f"{len(summary['problems'])} skipped or unreadable")

@@ -827,6 +827,7 @@ def make_explain_fn(model: Callable[[Tensor], Tensor], generator: Any, oracle: C
         else:
             full, xv, tgt, more = _classification_shard(attack, cfg, x, y, valid, xv, out0, seed)
             problems += more
+            valid = full["valid"]  # rows whose label is no class of the model were dropped too
             if oracle is not None:
                 agree = torch.zeros(n, dtype=torch.bool)
                 with torch.no_grad():
