@@ -154,7 +154,7 @@ def parse_numbers(text: str | None, flag: str, count: int, integer: bool = False
 SLOW_WARNING_S = 300.0
 
 
-def warn_expected_time(model: Any, gen: Any, x: torch.Tensor, n_images: int, max_steps: int,
+def warn_expected_time(model: Any, gen: Any, x: torch.Tensor, *, n_images: int, max_steps: int,
                        device: torch.device) -> float:
     """Time one attack step (decode + model + backward) on one image and warn on stderr when ``n_images`` images
     at up to ``max_steps`` steps would take longer than :data:`SLOW_WARNING_S` (diffusion generators on a CPU:
@@ -326,7 +326,7 @@ def cmd_explain_data(a: argparse.Namespace) -> int:
         choose_targets(torch.zeros(1, dtype=torch.long), cfg.target, 0, k)  # validates the value for K classes
     n_images = len(src) if a.limit is None else min(len(src), a.limit)
     if rank_info()[0] == 0 and torch.isfinite(probe).all():
-        warn_expected_time(model, gen, probe, n_images, a.max_steps, device)
+        warn_expected_time(model, gen, probe, n_images=n_images, max_steps=a.max_steps, device=device)
     t0 = time.perf_counter()
     summary = run_sharded(cfg, a.out, make_explain_fn(model, gen, oracle, cfg, device=device), resume=a.resume,
                           progress=not a.no_progress, image_shape=read_shape)
@@ -378,7 +378,7 @@ def _explain_digits(a: argparse.Namespace) -> int:
     gen = gen.to(device)
     x, y = select_digits(a.n)  # without --data, the CLI explains MNIST test digits with the MNIST presets
     targets = choose_targets(y, a.target, a.seed, num_classes(model, x[:1].to(device)))
-    warn_expected_time(model, gen, x[:1], len(x), a.max_steps, device)
+    warn_expected_time(model, gen, x[:1], n_images=len(x), max_steps=a.max_steps, device=device)
     attack = LatentCounterfactualAttack(model, gen)
     t0 = time.perf_counter()
     out = attack.generate(x.to(device), target=targets.to(device), margin=a.margin, max_steps=a.max_steps,

@@ -187,9 +187,10 @@ def test_slow_generator_warns_before_starting(capsys, monkeypatch):
 
     x = torch.rand(1, 1, 28, 28)
     monkeypatch.setattr(cli, "SLOW_WARNING_S", 1e-9)
-    projected = cli.warn_expected_time(tiny_model(), tiny_generator(), x, 100, 500, torch.device("cpu"))
+    projected = cli.warn_expected_time(tiny_model(), tiny_generator(), x, n_images=100, max_steps=500,
+                                         device=torch.device("cpu"))
     err = capsys.readouterr().err
     assert projected > 0 and "warning: VAEGenerator on the CPU" in err and "100 image(s) x up to 500 steps" in err
     monkeypatch.setattr(cli, "SLOW_WARNING_S", 1e9)
-    cli.warn_expected_time(tiny_model(), tiny_generator(), x, 1, 1, torch.device("cpu"))
+    cli.warn_expected_time(tiny_model(), tiny_generator(), x, n_images=1, max_steps=1, device=torch.device("cpu"))
     assert capsys.readouterr().err == ""
