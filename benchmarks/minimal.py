@@ -46,7 +46,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def _mnist_realism(task: Any, cf: torch.Tensor, cache: dict[str, Any]) -> float:
     from captum_cfx.datasets import load_mnist
-    from captum_cfx.metrics import knn_distance, mnist_features
+    from captum_cfx.metrics import knn_distance
+    from captum_cfx.zoo import mnist_features
 
     if "ref" not in cache:
         feats = mnist_features()
