@@ -308,9 +308,13 @@ def cmd_explain_data(a: argparse.Namespace) -> int:
     src = open_data(a.data, read_shape, labels=a.labels, pixel_range=pixel_range)
     probe = src.get(0, 1)[0]  # shape, task and class count come from the data and the model
     image_shape = tuple(probe.shape[1:])
+    if (a.model is None or a.generator is None) and shape_flag is None:  # the data's own shape, not the preset's
+        native = tuple(open_data(a.data, None, labels=a.labels, pixel_range=pixel_range).get(0, 1)[0].shape[1:])
+    else:
+        native = image_shape
     for flag, spec in (("--model", a.model), ("--generator", a.generator)):
-        if spec is None and image_shape != MNIST_SHAPE:  # the defaults are the MNIST presets: digits only
-            raise ValueError(f"`{flag}` is required for {'x'.join(map(str, image_shape))} images: its default is "
+        if spec is None and native != MNIST_SHAPE:  # the defaults are the MNIST presets: digits only
+            raise ValueError(f"`{flag}` is required for {'x'.join(map(str, native))} images: its default is "
                              f"the shipped MNIST {flag[2:]} (1x28x28 digits); pass yours as module:factory")
     task, k = model_task(model, probe.nan_to_num().to(device), a.task, a.num_classes)
     check_target(a.target, task, a.regression_mode)
@@ -377,7 +381,12 @@ def _explain_digits(a: argparse.Namespace) -> int:
         model = model.to(device)
     gen = gen.to(device)
     x, y = select_digits(a.n)  # without --data, the CLI explains MNIST test digits with the MNIST presets
-    targets = choose_targets(y, a.target, a.seed, num_classes(model, x[:1].to(device)))
+    try:
+        k = num_classes(model, x[:1].to(device))
+    except RuntimeError as e:  # most often a model of other images: this path explains MNIST digits
+        raise ValueError(f"`--model` fails on MNIST digits (1x28x28), which `explain` without `--data` explains; "
+                         f"pass your images with --data ({type(e).__name__}: {e})") from e
+    targets = choose_targets(y, a.target, a.seed, k)
     warn_expected_time(model, gen, x[:1], n_images=len(x), max_steps=a.max_steps, device=device)
     attack = LatentCounterfactualAttack(model, gen)
     t0 = time.perf_counter()

@@ -194,3 +194,12 @@ def test_slow_generator_warns_before_starting(capsys, monkeypatch):
     monkeypatch.setattr(cli, "SLOW_WARNING_S", 1e9)
     cli.warn_expected_time(tiny_model(), tiny_generator(), x, n_images=1, max_steps=1, device=torch.device("cpu"))
     assert capsys.readouterr().err == ""
+
+
+def test_without_data_a_non_mnist_model_gets_a_clear_error(user_dir, capsys):
+    tmp_path, mod, _ = user_dir
+    assert main(["explain", "--model", f"{mod}:classifier", "--generator", f"{mod}:vae", "--n", "2",
+                 "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "pass your images with --data" in capsys.readouterr().err
+    assert main(["explain", "--data", "images/", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "`--model` is required for 3x64x64 images" in capsys.readouterr().err
