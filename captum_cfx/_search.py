@@ -18,15 +18,19 @@ for every method:
   every forward pass (``sizes``), from which the loop's overhead is measured;
 - a tqdm **progress bar** that can be turned off.
 
-Every per-sample quantity is a tensor with one row per active sample (``steps`` included: each sample
-counts its own optimiser steps, and :class:`~captum_cfx.optim.LatentAdam` takes per-sample step
-counts), so samples that enter a running batch at step 0 with fresh optimiser state (refilling) need
-only be appended to the active set. Refilling goes here, in one place: an ``admit(rows, vars, state)`` that
-concatenates the new samples' batch rows to :attr:`ActiveSet.index`, zeros to :attr:`ActiveSet.steps`,
-their per-sample values to :attr:`ActiveSet.vars` and ``optimizer.init_state`` of their latents to
-:attr:`ActiveSet.state` (the result buffers then cover every sample of the data set, or are flushed as
-samples stop), and a per-sample "last pass" (``steps == max_steps``) in :meth:`ActiveSet.run` instead of the
-shared ``t == max_steps``. The methods' steps already read everything per sample from the active set.
+- **refilling** (continuous batching): with an ``admit`` function, samples wait until there is room
+  (``max_batch`` in flight); when samples stop, waiting ones are admitted (encoded by ``admit``) and enter
+  the running batch at step 0 with fresh optimiser state, so the batch stays full and no batch ends in a
+  long tail of a few samples. Each sample counts its own optimiser steps (``steps``, which
+  :class:`~captum_cfx.optim.LatentAdam` takes per sample), so a sample's search does not depend on when it
+  entered: per-sample results equal those without refilling (bit for bit where the model's rows do not
+  depend on the batch size, e.g. on the CPU in float64);
+- **fewer host syncs** (``check_every = k``): stops are recorded every pass without a host sync (index
+  writes, ``torch.where``), but the batch is compacted and refilled only every ``k`` passes; in between,
+  the stopped samples ride along frozen (their values, latents and optimiser state are restored after each
+  update), so the results are the same as with ``k = 1``;
+- **mixed precision**: ``autocast`` (e.g. ``torch.bfloat16``) runs the method's step under
+  ``torch.autocast``; the optimiser and the results stay in the inputs' dtype.
 
 Shape:
     - every tensor of :attr:`ActiveSet.vars` and :attr:`ActiveSet.state`: ``(n_active, *)``;
@@ -36,6 +40,7 @@ Shape:
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext as _nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +50,7 @@ from tqdm.auto import tqdm
 
 from captum_cfx._utils import index_args
 
-__all__ = ["ActiveSet", "Step", "rows_finite"]
+__all__ = ["ActiveSet", "Entrants", "Step", "rows_finite"]
 
 
 def rows_finite(x: Tensor) -> Tensor:
@@ -61,6 +66,37 @@ def _take(value: Any, keep: Tensor, n: int) -> Any:
     if isinstance(value, tuple):
         return index_args(value, n, keep)
     return value[keep]
+
+
+def _join(old: Any, new: Any) -> Any:
+    """``old`` and ``new`` per-sample values one after the other: tensors and anything with a ``cat``
+    (a ``Latent``) are concatenated; a tuple of arguments member by member, where a member that is the same
+    object in both (an argument that is not per sample, passed on by :func:`index_args`) is kept once."""
+    if old is None or old is new:
+        return old
+    if isinstance(old, tuple):
+        return tuple(o if o is w else _join(o, w) for o, w in zip(old, new))
+    if isinstance(old, Tensor):
+        return torch.cat([old, new])
+    if hasattr(type(old), "cat"):
+        return type(old).cat([old, new])
+    return old
+
+
+@dataclass(kw_only=True)
+class Entrants:
+    """Samples entering the search (what a method's ``admit`` returns for rows ``lo:hi`` of the batch).
+
+    Attributes:
+        vars: their per-sample values, the keys of :attr:`ActiveSet.vars`, batch first.
+        state: their fresh optimiser state (``LatentOptimizer.init_state``).
+        results: the initial values of their result rows (what a sample that never writes keeps); a buffer
+            ``(n, *)`` is allocated on the first admission.
+    """
+
+    vars: dict[str, Any]
+    state: dict[str, Tensor] = field(default_factory=dict)
+    results: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -95,9 +131,11 @@ class ActiveSet:
         device: device of the index, counters and flags.
         vars: per-sample values of the active samples, batch first: tensors, :class:`Latent` s, or tuples
             of arguments whose tensors with the batch size are per sample (``additional_forward_args``).
-            Read and replace them through :attr:`vars`; they are sliced on every compaction.
+            Read and replace them through :attr:`vars`; they are sliced on every compaction. ``None``: no
+            sample is active yet; :meth:`run` admits them with its ``admit`` function (refilling).
         results: the final buffers, ``(n, *)`` each, initialised by the caller (what a sample that never
-            writes keeps); :meth:`finish` and :meth:`write` fill them.
+            writes keeps); :meth:`finish` and :meth:`write` fill them. Buffers that entrants bring are
+            allocated on admission.
         state: per-sample optimiser state (``LatentOptimizer.init_state``), sliced with the active set.
 
     Attributes:
@@ -105,20 +143,22 @@ class ActiveSet:
         steps: long ``(n_active,)``: optimiser steps each active sample has taken.
         t: passes of the loop so far (the number of updates; equal to ``steps`` of every active sample
             while no sample enters late).
+        admitted: rows ``0:admitted`` of the batch have entered the search (samples enter in row order).
         n_steps: long ``(n,)``: steps each sample had taken when it stopped.
         success: bool ``(n,)``: the sample stopped because it met the objective, with finite values.
         nonfinite: bool ``(n,)``: the sample stopped because a value or gradient was NaN/Inf.
         sizes: ``(active samples, with gradients)`` of every pass.
     """
 
-    def __init__(self, n: int, device: torch.device, *, vars: dict[str, Any], results: dict[str, Tensor],
-                 state: dict[str, Tensor] | None = None) -> None:
+    def __init__(self, n: int, device: torch.device, *, vars: dict[str, Any] | None = None,
+                 results: dict[str, Tensor] | None = None, state: dict[str, Tensor] | None = None) -> None:
         self.n = n
-        self.index = torch.arange(n, device=device)
-        self.steps = torch.zeros(n, dtype=torch.long, device=device)
+        self.admitted = n if vars is not None else 0
+        self.index = torch.arange(self.admitted, device=device)
+        self.steps = torch.zeros(self.admitted, dtype=torch.long, device=device)
         self.t = 0
-        self.vars: dict[str, Any] = dict(vars)
-        self.results: dict[str, Tensor] = dict(results)
+        self.vars: dict[str, Any] = dict(vars or {})
+        self.results: dict[str, Tensor] = dict(results or {})
         self.state: dict[str, Tensor] = dict(state or {})
         self.n_steps = torch.zeros(n, dtype=torch.long, device=device)
         self.success = torch.zeros(n, dtype=torch.bool, device=device)
@@ -134,7 +174,26 @@ class ActiveSet:
         for k, v in values.items():
             if k not in self.results:
                 raise KeyError(f"no result buffer {k!r}; registered: {sorted(self.results)}")
-            self.results[k][idx] = v[mask]
+            buf = self.results[k]
+            buf[idx] = v[mask].to(buf.dtype)  # values computed under autocast go back to the buffer's dtype
+
+    def enter(self, lo: int, hi: int, entrants: Entrants) -> None:
+        """Rows ``lo:hi`` of the batch join the active samples at step 0 with their fresh optimiser state."""
+        if lo != self.admitted or not (lo < hi <= self.n or lo == hi == self.n == 0):
+            raise ValueError(f"samples enter in row order: expected rows {self.admitted}:<= {self.n}; got {lo}:{hi}")
+        for k, v in entrants.results.items():
+            if k not in self.results:
+                self.results[k] = v.new_zeros((self.n, *v.shape[1:]))
+            self.results[k][lo:hi] = v
+        if not self.vars:  # the first entrants: taken as they are (no copy)
+            self.vars, self.state = dict(entrants.vars), dict(entrants.state)
+        else:
+            self.vars = {k: _join(v, entrants.vars[k]) for k, v in self.vars.items()}
+            self.state = {k: torch.cat([v, entrants.state[k]]) for k, v in self.state.items()}
+        dev = self.index.device
+        self.index = torch.cat([self.index, torch.arange(lo, hi, device=dev)])
+        self.steps = torch.cat([self.steps, torch.zeros(hi - lo, dtype=torch.long, device=dev)])
+        self.admitted = hi
 
     def compact(self, keep: Tensor) -> None:
         """Keep only the active samples selected by the bool mask ``keep``."""
@@ -152,70 +211,174 @@ class ActiveSet:
         self.n_steps[self.index[stop]] = self.steps[stop]
         self.compact(~stop)
 
-    def _judge(self, step: Step, last: bool, zero_grad_stops: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _judge(self, step: Step, last: bool, zero_grad_stops: bool, at_last: Tensor | None = None,
+               frozen: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """``(stop, finite, grad)`` of one pass: non-finite samples stop, and their loss does not reach the
-        backward pass of the others."""
+        backward pass of the others. ``at_last``: samples at their step limit (they stop; refilling mixes
+        them with others); ``frozen``: stopped samples riding along until the next compaction (their loss
+        is zeroed too)."""
         finite = step.finite
         stop = step.done | ~finite
         if last:
             return torch.ones_like(stop), finite, None
+        if at_last is not None:
+            stop = stop | at_last
         grad = step.grad
         if grad is None:
             if step.loss is None or step.wrt is None:
                 raise ValueError("a search step must return `grad`, or `loss` and `wrt`, before the last pass")
             # samples that stop now contribute nothing to the backward pass
-            loss = torch.where(stop | ~torch.isfinite(step.loss), torch.zeros_like(step.loss), step.loss)
+            dead = stop if frozen is None else stop | frozen
+            loss = torch.where(dead | ~torch.isfinite(step.loss), torch.zeros_like(step.loss), step.loss)
             (grad,) = torch.autograd.grad(loss.sum(), step.wrt)
         gfin = rows_finite(grad)
         finite = finite & (gfin | stop)
         stop = stop | ~gfin
-        if zero_grad_stops and self.t == 0:
-            stop = stop | (grad.flatten(1).abs().amax(1) == 0)
+        if zero_grad_stops and (at_last is not None or self.t == 0):
+            stop = stop | ((self.steps == 0) & (grad.flatten(1).abs().amax(1) == 0))
         return stop, finite, grad
 
+    def _admit(self, admit: Callable[[ActiveSet, int, int], Entrants], max_batch: int | None) -> None:
+        """Admit waiting samples, in row order, while there is room for them."""
+        room = self.n - self.admitted if max_batch is None else min(max_batch - len(self), self.n - self.admitted)
+        if room > 0:
+            lo = self.admitted
+            self.enter(lo, lo + room, admit(self, lo, lo + room))
+
     def run(self, step: Callable[[ActiveSet, bool], Step], update: Callable[[ActiveSet, Tensor], None],
-            max_steps: int, *, zero_grad_stops: bool = False, progress: bool = False,
-            desc: str = "search") -> ActiveSet:
+            max_steps: int, *, admit: Callable[[ActiveSet, int, int], Entrants] | None = None,
+            max_batch: int | None = None, check_every: int = 1, autocast: torch.dtype | None = None,
+            zero_grad_stops: bool = False, progress: bool = False, desc: str = "search") -> ActiveSet:
         """Search until every sample has stopped.
 
-        Each pass calls ``step(self, last)`` on the active samples (``last``: the step limit is reached,
-        evaluate without gradients; every sample stops), records the stopped ones, compacts, counts a step
-        for the others and calls ``update(self, grad)`` under ``no_grad`` to move them (replace their
-        entries of :attr:`vars`; the optimiser state is :attr:`state`, the per-sample step numbers,
-        1-based, :attr:`steps`).
+        Each pass calls ``step(self, last)`` on the active samples (``last``: every active sample has
+        reached the step limit, evaluate without gradients; they all stop), records the stopped ones,
+        compacts, counts a step for the others and calls ``update(self, grad)`` under ``no_grad`` to move
+        them (replace their entries of :attr:`vars`; the optimiser state is :attr:`state`, the per-sample
+        step numbers, 1-based, :attr:`steps`).
 
         Args:
             step: evaluates the active samples.
             update: moves the active samples along the gradient.
             max_steps: optimiser steps per sample (``>= 0``).
+            admit: ``admit(self, lo, hi) -> Entrants``: encode rows ``lo:hi`` of the batch so that they enter
+                the search (needed when the set was made without ``vars``).
+            max_batch: refilling: at most this many samples in flight; when samples stop, waiting ones are
+                admitted at step 0. ``None``: every sample enters at once.
+            check_every: compact the batch (and refill it) every this many passes; stopped samples ride
+                along frozen in between. 1 (default) compacts after every pass.
+            autocast: run ``step`` under ``torch.autocast`` with this dtype (``torch.bfloat16``,
+                ``torch.float16``); ``None``: the inputs' precision.
             zero_grad_stops: samples whose first gradient is exactly zero stop (unsuccessfully).
-            progress: show a tqdm progress bar over steps.
+            progress: show a tqdm progress bar over steps (over samples when refilling).
             desc: the progress bar's label.
 
         Returns:
             ``self``, with :attr:`results`, :attr:`n_steps`, :attr:`success`, :attr:`nonfinite` and
             :attr:`sizes` filled in.
         """
-        bar = tqdm(total=max_steps, disable=not progress, desc=desc, leave=False)
-        while len(self):
-            last = self.t == max_steps
-            s = step(self, last)
-            self.sizes.append((len(self), not last))
-            stop, finite, grad = self._judge(s, last, zero_grad_stops)
-            idx = self.index[stop]
-            self.success[idx] = (s.done & finite)[stop]
-            self.nonfinite[idx] = ~finite[stop]
-            if grad is not None:
-                self.vars["_grad"] = grad
-            self.finish(stop, **s.values)
+        if admit is None and self.admitted < self.n:
+            raise ValueError("an ActiveSet made without `vars` needs `admit`")
+        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+            raise ValueError(f"`max_batch` must be a positive int or None; got {max_batch!r}")
+        if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+            raise ValueError(f"`check_every` must be a positive int; got {check_every!r}")
+        if autocast not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(f"`autocast` must be None, torch.bfloat16 or torch.float16; got {autocast!r}")
+        refill = admit is not None and max_batch is not None and max_batch < self.n
+        bar = tqdm(total=self.n if refill else max_steps, disable=not progress, desc=desc, leave=False)
+        late = False  # a sample entered after the first pass: step counts differ within the batch
+        live: Tensor | None = None  # check_every > 1: active samples still searching (others ride along frozen)
+        if admit is not None and self.n == 0:  # an empty batch: its (empty) values and result buffers
+            self.enter(0, 0, admit(self, 0, 0))
+        while True:
+            if admit is not None and self.admitted < self.n and (
+                    live is None or self.t % check_every == 0 or not len(self)):
+                late = late or self.t > 0
+                before = len(self)
+                self._admit(admit, max_batch)
+                if live is not None:
+                    live = torch.cat([live, live.new_ones(len(self) - before)])
             if not len(self):
                 break
-            grad = self.vars.pop("_grad")
-            self.t += 1
-            self.steps += 1
-            with torch.no_grad():
-                update(self, grad)
-            bar.update(1)
+            at_last = self.steps >= max_steps if late else None
+            last = bool(at_last.all()) if at_last is not None else self.t == max_steps
+            if live is not None and last:
+                at_last = None  # the whole batch is at its last pass
+            ctx = torch.autocast(self.index.device.type, dtype=autocast) if autocast is not None else _nullcontext()
+            with ctx:
+                s = step(self, last)
+            self.sizes.append((len(self), not last))
+            if check_every == 1:
+                done_before = self.n - self.admitted + len(self)
+                self._pass_compacting(s, last, at_last, zero_grad_stops)
+                if refill:
+                    bar.update(done_before - (self.n - self.admitted + len(self)))
+            else:
+                if live is None:
+                    live = torch.ones(len(self), dtype=torch.bool, device=self.index.device)
+                live = self._pass_masked(s, last, at_last, live, zero_grad_stops)
+                if last or (self.t + 1) % check_every == 0:
+                    self.compact(live)
+                    live = live[live]
+            if not len(self) and self.admitted == self.n:
+                break
+            if "_grad" in self.vars:
+                grad = self.vars.pop("_grad")
+                self.t += 1
+                if live is None:
+                    self.steps += 1
+                    with torch.no_grad():
+                        update(self, grad)
+                else:
+                    self.steps += live.long()
+                    self._update_masked(update, grad, live)
+            else:  # no active sample left to move; the waiting ones enter on the next pass
+                self.t += 1
+            if not refill:
+                bar.update(1)
             bar.set_postfix(active=len(self), refresh=False)
         bar.close()
         return self
+
+    def _pass_compacting(self, s: Step, last: bool, at_last: Tensor | None, zero_grad_stops: bool) -> None:
+        """Record the samples that stop in this pass and compact them away (``check_every == 1``)."""
+        stop, finite, grad = self._judge(s, last, zero_grad_stops, at_last)
+        idx = self.index[stop]
+        self.success[idx] = (s.done & finite)[stop]
+        self.nonfinite[idx] = ~finite[stop]
+        if grad is not None:
+            self.vars["_grad"] = grad
+        self.finish(stop, **s.values)
+        if not len(self):
+            self.vars.pop("_grad", None)
+
+    def _pass_masked(self, s: Step, last: bool, at_last: Tensor | None, live: Tensor,
+                     zero_grad_stops: bool) -> Tensor:
+        """Record the samples that stop in this pass without a host sync; return the new ``live`` mask."""
+        stop, finite, grad = self._judge(s, last, zero_grad_stops, at_last, ~live)
+        new = stop & live
+        idx = self.index
+        self.success[idx] = torch.where(new, s.done & finite, self.success[idx])
+        self.nonfinite[idx] = torch.where(new, ~finite, self.nonfinite[idx])
+        self.n_steps[idx] = torch.where(new, self.steps, self.n_steps[idx])
+        for k, v in s.values.items():
+            buf = self.results[k]
+            keep = new.view(-1, *([1] * (v.dim() - 1)))
+            buf[idx] = torch.where(keep, v.to(buf.dtype), buf[idx])
+        if grad is not None:
+            self.vars["_grad"] = grad
+        return live & ~new
+
+    def _update_masked(self, update: Callable[[ActiveSet, Tensor], None], grad: Tensor, live: Tensor) -> None:
+        """``update`` on the whole batch, then the frozen samples' values and optimiser state restored."""
+        before = dict(self.vars)
+        saved = {k: v.clone() for k, v in self.state.items()}
+        with torch.no_grad():
+            update(self, grad)
+            for k, v in self.vars.items():
+                old = before.get(k)
+                if isinstance(v, Tensor) and isinstance(old, Tensor) and v is not old and v.shape == old.shape:
+                    self.vars[k] = torch.where(live.view(-1, *([1] * (v.dim() - 1))), v, old)
+            for k, v in self.state.items():
+                self.state[k] = torch.where(live.view(-1, *([1] * (v.dim() - 1))), v, saved[k])

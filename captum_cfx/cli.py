@@ -325,7 +325,8 @@ def cmd_explain_data(a: argparse.Namespace) -> int:
                     max_steps=a.max_steps, limit=a.limit, threads=a.threads, task=task,
                     regression_mode=a.regression_mode, tolerance=a.tolerance,
                     output_range=parse_numbers(a.output_range, "--output-range", 2),
-                    labels=a.labels, pixel_range=pixel_range).check()
+                    labels=a.labels, pixel_range=pixel_range, max_batch=a.max_batch,
+                    group_shards=a.group_shards).check()
     if task == "classification":
         choose_targets(torch.zeros(1, dtype=torch.long), cfg.target, 0, k)  # validates the value for K classes
     n_images = len(src) if a.limit is None else min(len(src), a.limit)
@@ -591,6 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--shard-size", type=int, default=100, help="images per shard with --data (default 100)")
     e.add_argument("--limit", type=int, default=None, help="only the first N images of --data")
     e.add_argument("--resume", action="store_true", help="with --data: skip shards already complete in --out")
+    e.add_argument("--max-batch", type=int, default=None,
+                   help="with --data: refilling, at most N images in flight; finished ones are replaced by waiting "
+                        "ones (default: each group of shards is one batch)")
+    e.add_argument("--group-shards", type=int, default=1,
+                   help="with --data: shards searched together as one refilling group (default 1)")
     e.add_argument("--threads", type=int, default=1,
                    help="intra-op CPU threads (per rank with --data, where it is part of the run's bits); default 1, "
                         "which measured faster than torch's default on a busy machine (docs/scale.md)")

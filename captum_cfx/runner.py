@@ -3,9 +3,13 @@
 A run splits the data set into shards of a fixed size. Shard ``k`` holds images ``[k*S, (k+1)*S)``;
 its targets come from a generator seeded with ``seed + k``; it is computed as one batch. So a shard's
 bits depend only on its own images and seed — never on how many ranks ran, nor on what was killed
-and resumed. Each shard is written as ``shard_XXXXX.safetensors`` and then marked done by an atomic
-``shard_XXXXX.json`` sidecar (temp file + rename). ``resume`` skips shards whose sidecar exists.
-Ranks take shards ``k`` with ``k % world_size == rank``; rank 0 shows progress, waits for the others
+and resumed. With refilling (``RunConfig.max_batch``, ``RunConfig.group_shards = G``), ``G`` consecutive
+shards are searched together with at most ``max_batch`` images in flight, so only the group's last batch
+ends in a tail; the group is then the unit of work (ranks take whole groups, a group killed half-written is
+recomputed whole on resume), and a shard's bits depend only on its group's images and seeds. Each shard
+is written as ``shard_XXXXX.safetensors`` and then marked done by an atomic ``shard_XXXXX.json`` sidecar
+(temp file + rename). ``resume`` skips shards whose sidecar exists.
+Ranks take shards (groups) ``k`` with ``k % world_size == rank``; rank 0 shows progress, waits for the others
 and merges: ``summary.json``, ``manifest.json`` and the report figures.
 
 The same code runs in one process, under ``torchrun --nproc_per_node N`` and under ``accelerate launch``.
@@ -18,6 +22,7 @@ accelerate reads them. The gloo backend works on CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -25,6 +30,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -543,6 +549,12 @@ class RunConfig:
     labels: str | None = None
     #: the range a folder's pixels are mapped to (``None``: ``[0, 1]``)
     pixel_range: tuple[float, float] | None = None
+    #: refilling (continuous batching): at most this many images in flight; finished ones are replaced by
+    #: waiting ones of the same group of shards (``None``: each group is one batch, compacted as it finishes)
+    max_batch: int | None = None
+    #: consecutive shards searched together as one refilling group, the unit of work of a rank: a group's
+    #: bits depend only on its own shards, so a group killed half-written is recomputed whole on resume
+    group_shards: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON values; fields added after the first release are left out at their defaults, so a
@@ -551,9 +563,11 @@ class RunConfig:
         if self.task == "classification":
             for k in ("task", "regression_mode", "tolerance", "output_range"):
                 d.pop(k)
-        for k in ("labels", "pixel_range"):
+        for k in ("labels", "pixel_range", "max_batch"):
             if d[k] is None:
                 d.pop(k)
+        if d["group_shards"] == 1:
+            d.pop("group_shards")
         return d
 
     def check(self) -> RunConfig:
@@ -567,6 +581,9 @@ class RunConfig:
         check_float(self.threads, "threads", low=1, integer=True)
         if self.limit is not None:
             check_float(self.limit, "limit", low=1, integer=True)
+        if self.max_batch is not None:
+            check_float(self.max_batch, "max_batch", low=1, integer=True)
+        check_float(self.group_shards, "group_shards", low=1, integer=True)
         if self.task not in TASKS:
             raise ValueError(f"`task` must be one of {TASKS}; got {self.task!r}")
         for name in ("output_range", "pixel_range"):
@@ -602,6 +619,16 @@ class RunConfig:
 
 
 ShardFn = Callable[[Tensor, Tensor, int], dict[str, Tensor]]
+
+
+def _compute_group(compute: ShardFn, items: list[tuple[Tensor, Tensor, int]],
+                   grouped: bool) -> list[dict[str, Tensor]]:
+    """Results of the shards of one group: ``compute.many(items)`` when groups are on and the function has it
+    (one refilling search over the group, see :func:`make_explain_fn`), else shard by shard."""
+    many = getattr(compute, "many", None)
+    if many is None or not grouped:
+        return [compute(*item) for item in items]
+    return many(items)
 
 
 def _digest(path: Path) -> str:
@@ -657,29 +684,36 @@ def run_sharded(cfg: RunConfig, out_dir: str | Path, compute: ShardFn, resume: b
                 error = str(e) if isinstance(e, ValueError) else f"`out` {str(out)!r}: cannot write there ({e})"
         _agree(error)
         out.mkdir(parents=True, exist_ok=True)  # rank 0 made it; the others make sure (checks have passed)
-        mine = [k for k in range(n_shards) if k % world == rank]
-        todo = [k for k in mine if not (resume and shard_done(out, k))]
-        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), disable=not progress or rank != 0,
+        g = cfg.group_shards
+        groups = [list(range(lo, min(lo + g, n_shards))) for lo in range(0, n_shards, g)]
+        mine = [grp for i, grp in enumerate(groups) if i % world == rank]
+        todo = [grp for grp in mine if not (resume and all(shard_done(out, k) for k in grp))]
+        n_mine = sum(len(grp) for grp in mine)
+        bar = tqdm(total=n_mine, initial=n_mine - sum(len(grp) for grp in todo), disable=not progress or rank != 0,
                    desc=f"shards (rank {rank}/{world})")
         threads = torch.get_num_threads()
-        for k in todo:
-            lo, hi = k * cfg.shard_size, min((k + 1) * cfg.shard_size, n)
-            x, y, problems = src.get(lo, hi)
+        for grp in todo:
+            bounds = [(k * cfg.shard_size, min((k + 1) * cfg.shard_size, n)) for k in grp]
+            loaded = [src.get(lo, hi) for lo, hi in bounds]
             t0 = time.perf_counter()
             torch.set_num_threads(cfg.threads)
-            try:
-                res = compute(x, y, cfg.seed + k)
+            try:  # a half-written group is recomputed whole: its shards' bits depend on the whole group
+                results = _compute_group(compute, [(x, y, cfg.seed + k) for k, (x, y, _) in zip(grp, loaded)], g > 1)
             finally:
                 torch.set_num_threads(threads)
-            problems += _row_problems(res.pop("_problems", []), lo, problems)
-            res["index"] = torch.arange(lo, hi)
-            data, side = shard_paths(out, k)
-            save_safetensors_atomic(res, data)
-            write_json_atomic(side, {"shard": k, "start": lo, "stop": hi, "sha256": _digest(data),
-                                     "seconds": time.perf_counter() - t0, "rank": rank, "problems": problems,
-                                     "summary": shard_summary(res)})
-            bar.update(1)
-            del x, y, res  # else this shard's images and results stay alive through the next shard's loading
+            seconds = (time.perf_counter() - t0) / len(grp)
+            for k, (lo, hi), (_, _, problems), res in zip(grp, bounds, loaded, results):
+                problems += _row_problems(res.pop("_problems", []), lo, problems)
+                if resume and shard_done(out, k):  # written before the kill, with the same bits
+                    continue
+                res["index"] = torch.arange(lo, hi)
+                data, side = shard_paths(out, k)
+                save_safetensors_atomic(res, data)
+                write_json_atomic(side, {"shard": k, "start": lo, "stop": hi, "sha256": _digest(data),
+                                         "seconds": seconds, "rank": rank, "problems": problems,
+                                         "summary": shard_summary(res)})
+                bar.update(1)
+            del loaded, results  # else this group's images and results stay alive through the next group's loading
         bar.close()
         _barrier()
         if rank != 0:
@@ -809,10 +843,12 @@ def make_explain_fn(model: Callable[[Tensor], Tensor], generator: Any, oracle: C
     and skipped; the rest of the shard is computed normally. A classification run (``cfg.task``) stores
     target and predicted classes (and ``oracle_agree`` with an oracle); a regression run stores
     ``predictions_before``, ``goals`` and ``predictions`` (the regressor's values; no argmax anywhere).
+    The returned function has a ``many`` that searches the shards of a group (``cfg.group_shards``) in one
+    search, refilling ``cfg.max_batch`` slots across them.
     """
     from captum_cfx import LatentCounterfactualAttack
 
-    attack = LatentCounterfactualAttack(model, generator)
+    attack = _GroupAttack(LatentCounterfactualAttack(model, generator), cfg.max_batch)
     device = torch.device(device)
     regression = cfg.task == "regression"
 
@@ -838,7 +874,77 @@ def make_explain_fn(model: Callable[[Tensor], Tensor], generator: Any, oracle: C
         full["_problems"] = sorted(problems)  # type: ignore[assignment]  # popped by run_sharded, never saved
         return full
 
+    def many(items: list[tuple[Tensor, Tensor, int]]) -> list[dict[str, Any]]:
+        """The shards of a group: each shard's search is collected, the group searched once (refilling), and
+        each shard assembled from its rows of that search."""
+        searches = []
+        for item in items:  # what each shard would search (its images and targets), nothing computed yet
+            with attack.collecting() as found:
+                compute(*item)
+            searches += found
+        attack.search_all(searches)
+        return [compute(*item) for item in items]  # each shard takes its precomputed search, in order
+
+    compute.many = many  # type: ignore[attr-defined]
     return compute
+
+
+class _Collected(Exception):
+    """Stops a shard's compute at its search (``_GroupAttack.collecting``)."""
+
+
+class _GroupAttack:
+    """The attack as a shard's compute sees it: ``generate`` searches (with refilling at ``max_batch``), or
+    records the shard's search (``collecting``), or returns the shard's rows of the group's one search."""
+
+    def __init__(self, attack: Any, max_batch: int | None) -> None:
+        self.attack, self.max_batch = attack, max_batch
+        self.found: list[tuple[Tensor, dict[str, Any]]] | None = None
+        self.ready: list[Any] = []
+
+    @contextmanager
+    def collecting(self) -> Iterator[list[tuple[Tensor, dict[str, Any]]]]:
+        self.found = []
+        try:
+            yield self.found
+        except _Collected:
+            pass
+        finally:
+            self.found = None
+
+    def generate(self, xv: Tensor, **kwargs: Any) -> Any:
+        if self.found is not None:
+            self.found.append((xv, kwargs))
+            raise _Collected
+        if self.ready:
+            return self.ready.pop(0)
+        return self.attack.generate(xv, max_batch=self.max_batch, **kwargs)
+
+    def search_all(self, searches: list[tuple[Tensor, dict[str, Any]]]) -> None:
+        """One search over every shard's images (the targets concatenated; the other settings are the run's,
+        the same for every shard), split back into one output per shard."""
+        kw = dict(searches[0][1])
+        targets = [s[1].get("target") for s in searches]
+        if all(isinstance(t, Tensor) and t.dim() == 1 for t in targets):
+            kw["target"] = torch.cat(targets)
+        elif any(t is not targets[0] for t in targets):
+            self.ready = [self.attack.generate(xv, max_batch=self.max_batch, **k) for xv, k in searches]
+            return
+        out = self.attack.generate(torch.cat([xv for xv, _ in searches]), max_batch=self.max_batch, **kw)
+        self.ready, lo = [], 0
+        for xv, _ in searches:
+            self.ready.append(_rows(out, lo, lo + len(xv)))
+            lo += len(xv)
+
+
+def _rows(out: Any, lo: int, hi: int) -> Any:
+    """Rows ``lo:hi`` of a counterfactual output (every per-sample field; the run's statistics as they are)."""
+    changes = {}
+    for f in dataclasses.fields(out):
+        v = getattr(out, f.name)
+        if isinstance(v, Tensor) or hasattr(v, "free"):
+            changes[f.name] = v[lo:hi]
+    return dataclasses.replace(out, **changes)
 
 
 def _valid_rows(x: Tensor, generator: Any) -> tuple[Tensor, list[tuple[int, str]]]:

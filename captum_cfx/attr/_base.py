@@ -57,14 +57,18 @@ class Inputs:
     def chunks(self, size: int | None) -> Iterator[Inputs]:
         """Consecutive chunks of ``size`` samples (one chunk if ``None``); a per-example target (a ``(N,)``
         tensor or a list/tuple of length ``N``) is split with the inputs, any other target is shared."""
-        n, tgt = len(self), self.target
+        n = len(self)
         size = size or max(n, 1)
         for lo in range(0, max(n, 1), size):
-            sl = slice(lo, min(lo + size, n))
-            t = tgt[sl] if isinstance(tgt, Tensor) and tgt.dim() == 1 and tgt.shape[0] == n else tgt
-            if isinstance(t, (list, tuple)) and len(t) == n:
-                t = list(t)[sl]
-            yield Inputs(self.x[sl], tuple(o[sl] for o in self.others), index_args(self.extra, n, sl), t)
+            yield self.rows(lo, min(lo + size, n))
+
+    def rows(self, lo: int, hi: int) -> Inputs:
+        """Samples ``lo:hi``: a per-example target is split with the inputs, any other target is shared."""
+        n, tgt, sl = len(self), self.target, slice(lo, hi)
+        t = tgt[sl] if isinstance(tgt, Tensor) and tgt.dim() == 1 and tgt.shape[0] == n else tgt
+        if isinstance(t, (list, tuple)) and len(t) == n:
+            t = list(t)[sl]
+        return Inputs(self.x[sl], tuple(o[sl] for o in self.others), index_args(self.extra, n, sl), t)
 
 
 class CounterfactualMethod(GradientAttribution, Perturbation):

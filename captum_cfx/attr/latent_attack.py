@@ -29,10 +29,11 @@ from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from torch import Tensor
 
 from captum_cfx._config import Config, Interval, Options, Satisfies
-from captum_cfx._search import ActiveSet, Step, rows_finite
+from captum_cfx._search import ActiveSet, Entrants, Step, rows_finite
 from captum_cfx._validation import check_decoded
 from captum_cfx.attr._base import CounterfactualMethod, Inputs
 from captum_cfx.attr.output import CounterfactualOutput
+from captum_cfx.generators.base import Latent
 from captum_cfx.objectives import LogitMargin, Objective, get_objective
 from captum_cfx.optim import LatentOptimizer, get_optimizer
 
@@ -59,6 +60,9 @@ class LatentAttackConfig(Config):
     line_search: int = 0
     mask_threshold: float | None = None
     mask_dilation: int = 1
+    max_batch: int | None = None
+    check_every: int = 1
+    autocast: Any = None
 
     #: Adam's step size when ``lr`` is ``None``
     ADAM_LR: ClassVar[float] = 0.3
@@ -83,6 +87,9 @@ class LatentAttackConfig(Config):
         "line_search": [Interval(int, 0, None)],
         "mask_threshold": [Interval(float, 0, None, low_open=True), None],
         "mask_dilation": [Interval(int, 0, None)],
+        "max_batch": [Interval(int, 1, None), None],
+        "check_every": [Interval(int, 1, None)],
+        "autocast": [Options(torch.bfloat16, torch.float16), None],
     }
 
     @classmethod
@@ -167,6 +174,9 @@ class LatentCounterfactualAttack(CounterfactualMethod):
         internal_batch_size: int | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        max_batch: int | None = _DEFAULT.max_batch,
+        check_every: int = _DEFAULT.check_every,
+        autocast: torch.dtype | None = _DEFAULT.autocast,
     ) -> CounterfactualOutput:
         """Search counterfactuals and return every result.
 
@@ -204,7 +214,17 @@ class LatentCounterfactualAttack(CounterfactualMethod):
                 if the masked image still meets the objective.
             internal_batch_size: process the inputs in chunks of this size.
             generator: a ``torch.Generator`` for the stochastic start.
-            progress: show a tqdm progress bar over steps.
+            progress: show a tqdm progress bar over steps (over finished samples when refilling).
+            max_batch: refilling (continuous batching): keep at most this many samples in flight; when
+                samples finish, waiting ones are encoded and enter the running batch at step 0 with fresh
+                optimiser state, so no batch ends in a long tail of a few samples. Per-sample results are
+                those of ``max_batch=None`` (every sample at once): bit for bit where the models' rows do not
+                depend on the batch size, within float rounding otherwise (CPU BLAS takes other kernels for
+                one or two rows). With ``start="sample"`` the starting noise is drawn per admission.
+            check_every: compact (and refill) the batch every this many steps instead of every step; the
+                samples that finish in between ride along frozen (fewer host syncs on a GPU, same results).
+            autocast: run decoder, model and loss under ``torch.autocast`` with this dtype
+                (``torch.bfloat16`` or ``torch.float16``); the latents and optimiser stay in full precision.
 
         Returns:
             :class:`~captum_cfx.CounterfactualOutput`.
@@ -213,7 +233,8 @@ class LatentCounterfactualAttack(CounterfactualMethod):
             margin=_DEFAULT.margin if margin is None else margin, optimizer=optimizer, lr=lr, max_steps=max_steps,
             source=source, start=start, distance_penalty=distance_penalty, radius=radius,
             skip_zero_grad=skip_zero_grad, sparsity=sparsity, line_search=line_search,
-            mask_threshold=mask_threshold, mask_dilation=mask_dilation)
+            mask_threshold=mask_threshold, mask_dilation=mask_dilation, max_batch=max_batch, check_every=check_every,
+            autocast=autocast)
         obj = get_objective(objective) if objective is not None else LogitMargin(cfg.margin)
         opt = cfg.make_optimizer()
         if start == "sample" and not hasattr(self.generator, "encode_sample"):
@@ -282,15 +303,23 @@ class LatentCounterfactualAttack(CounterfactualMethod):
     def _search_chunk(self, b: Inputs, obj: Objective, opt: LatentOptimizer, cfg: LatentAttackConfig,
                       rng: torch.Generator | None, progress: bool) -> CounterfactualOutput:
         t_start = time.perf_counter()
-        latent0, recon, src_pred, goal, z = self._start(b, obj, cfg, rng)
-        a = ActiveSet(len(b), b.x.device,
-                      vars={"z": z, "z0": latent0.free, "goal": goal, "latent": latent0, "others": b.others,
-                            "extra": b.extra},
-                      results={"z": z.clone(), "x": recon.clone(), "pred": torch.zeros_like(src_pred)},
-                      state=opt.init_state(z))
+        starts: list[tuple[Any, ...]] = []  # (latent0, recon, src_pred, goal) of each admission, in row order
+
+        def admit(a: ActiveSet, lo: int, hi: int) -> Entrants:
+            sub = b if (lo, hi) == (0, len(b)) else b.rows(lo, hi)
+            latent0, recon, src_pred, goal, z = self._start(sub, obj, cfg, rng)
+            starts.append((latent0, recon, src_pred, goal))
+            return Entrants(vars={"z": z, "z0": latent0.free, "goal": goal, "latent": latent0, "others": sub.others,
+                                  "extra": sub.extra},
+                            state=opt.init_state(z), results={"z": z, "x": recon, "pred": torch.zeros_like(src_pred)})
+
+        a = ActiveSet(len(b), b.x.device)
         a.run(lambda a, last: self._step(a, last, obj, float(cfg.distance_penalty)),
               lambda a, grad: self._update(a, grad, opt, cfg.radius, float(cfg.sparsity)),
-              cfg.max_steps, zero_grad_stops=cfg.skip_zero_grad, progress=progress, desc="latent attack")
+              cfg.max_steps, admit=admit, max_batch=cfg.max_batch, check_every=cfg.check_every,
+              autocast=cfg.autocast, zero_grad_stops=cfg.skip_zero_grad, progress=progress, desc="latent attack")
+        latent0, recon, src_pred, goal = starts[0] if len(starts) == 1 else (
+            Latent.cat([st[0] for st in starts]), *(torch.cat([st[i] for st in starts]) for i in (1, 2, 3)))
         z_cf, x_cf, pred = a.results["z"], a.results["x"], a.results["pred"]
         if cfg.line_search > 0:
             z_cf, x_cf, pred = self._line_search(b, obj, goal, latent0, a.success, (z_cf, x_cf, pred),
