@@ -302,18 +302,16 @@ class ActiveSet:
             if not len(self):
                 break
             at_last = self.steps >= max_steps if late else None
-            last = bool(at_last.all()) if at_last is not None else self.t == max_steps
-            if live is not None and last:
-                at_last = None  # the whole batch is at its last pass
+            if at_last is None:
+                last = self.t == max_steps
+            else:  # with k > 1 no host sync: rows at their limit stop through ``at_last``
+                last = bool(at_last.all()) if live is None else False
             ctx = torch.autocast(self.index.device.type, dtype=autocast) if autocast is not None else _nullcontext()
             with ctx:
                 s = step(self, last)
             self.sizes.append((len(self), not last))
             if check_every == 1:
-                done_before = self.n - self.admitted + len(self)
                 self._pass_compacting(s, last, at_last, zero_grad_stops)
-                if refill:
-                    bar.update(done_before - (self.n - self.admitted + len(self)))
             else:
                 if live is None:
                     live = torch.ones(len(self), dtype=torch.bool, device=self.index.device)
@@ -335,8 +333,7 @@ class ActiveSet:
                     self._update_masked(update, grad, live)
             else:  # no active sample left to move; the waiting ones enter on the next pass
                 self.t += 1
-            if not refill:
-                bar.update(1)
+            bar.update((self.admitted - len(self)) - bar.n if refill else 1)  # samples done / steps
             bar.set_postfix(active=len(self), refresh=False)
         bar.close()
         return self
