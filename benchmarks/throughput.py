@@ -35,6 +35,7 @@ The JSON is rewritten after every section (a run cut short keeps what it measure
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import tempfile
@@ -174,8 +175,11 @@ def main() -> None:
     p.add_argument("--replay", type=int, default=20, help="passes of each kind timed for the roofline")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall time, or the process's CPU time (a busy shared CPU machine, one thread)")
+    p.add_argument("--sections", default="grid,check_every,autocast,per_image,dataset",
+                   help="sections to run (the others are kept from --out's JSON when it exists)")
     p.add_argument("--out", default=None)
     a = p.parse_args()
+    sections = {v.strip() for v in a.sections.split(",") if v.strip()}
     if a.clock == "cpu":
         CLOCK["now"] = time.process_time
     if a.threads:
@@ -209,12 +213,15 @@ def main() -> None:
         else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "generator": a.generator, "settings": {**vars(a), **settings}, "grid": [], "check_every": [],
         "autocast": None, "per_image": None, "dataset_run": None, "gates": {}}
+    if sections != {"grid", "check_every", "autocast", "per_image", "dataset"} and out_path.is_file():
+        kept = json.loads(out_path.read_text())  # sections not run now keep their figures and settings
+        res = {**kept, "invocations": [*kept.get("invocations", [kept["settings"]]), {**vars(a), **settings}]}
     replay = Replay(clf, gen, a.replay, device)
     x0, _, t0_ = digits(64, device)
     attack.generate(x0, target=t0_, max_steps=3)  # warm-up: kernel selection, allocator
 
     # ---- the grid: one batch, compaction alone in chunks of B, refilling with B in flight
-    for n in sizes:
+    for n in sizes if "grid" in sections else []:
         x, _, tgt = digits(n, device)
         if "one" in modes:
             out, secs = timed_generate(attack, x, tgt, device, **settings)
@@ -244,7 +251,8 @@ def main() -> None:
     n0 = sizes[0]
     x, _, tgt = digits(n0, device)
     b0 = min((b for nb, b in grid if nb == n0 and b < n0), default=None)
-    for k in [int(v) for v in a.check_every.split(",") if v.strip() and int(v) > 1]:
+    ks = [int(v) for v in a.check_every.split(",") if v.strip() and int(v) > 1] if "check_every" in sections else []
+    for k in ks:
         for b in [n0] + ([b0] if b0 else []):
             kw = {"max_batch": b} if b < n0 else {}
             out, secs = timed_generate(attack, x, tgt, device, check_every=k, **kw, **settings)
@@ -255,7 +263,7 @@ def main() -> None:
     emit(res, out_path, table)
 
     # ---- mixed precision
-    if a.autocast:
+    if a.autocast and "autocast" in sections:
         ref, secs_ref = timed_generate(attack, x, tgt, device, **settings)
         out, secs = timed_generate(attack, x, tgt, device, autocast=torch.bfloat16, **settings)
         res["autocast"] = {**row("bf16 autocast, one batch", n0, out, secs, x, tgt, oracle, None),
@@ -264,14 +272,14 @@ def main() -> None:
         emit(res, out_path, table)
 
     # ---- one image at a time
-    if a.per_image_n:
+    if a.per_image_n and "per_image" in sections:
         m = min(a.per_image_n, n0)
         sync(device)
         t0 = now()
         singles = [attack.generate(x[i : i + 1], target=tgt[i : i + 1], **settings) for i in range(m)]
         sync(device)
         secs = now() - t0
-        best = max(r["counterfactuals_per_second"] for r in res["grid"])
+        best = max((r["counterfactuals_per_second"] for r in res["grid"]), default=float("nan"))
         res["per_image"] = {"n": m, "seconds": secs, "counterfactuals_per_second": m / secs,
                             "flip_rate": float(torch.cat([s.success for s in singles]).float().mean()),
                             "best_batched_counterfactuals_per_second": best,
@@ -279,7 +287,7 @@ def main() -> None:
         emit(res, out_path, table)
 
     # ---- a data-set run whose batches end in long tails: shard by shard vs refilling groups
-    if a.dataset_n:
+    if a.dataset_n and "dataset" in sections:
         xd, yd, _ = digits(a.dataset_n, torch.device("cpu"), permute=True)
         runs = {}
         with tempfile.TemporaryDirectory() as tmp:
@@ -289,7 +297,7 @@ def main() -> None:
                 cfg = RunConfig(data=str(Path(tmp) / "digits.npz"), shard_size=a.shard_size,
                                 threads=torch.get_num_threads(), **({"max_steps": a.max_steps} if a.max_steps else {}),
                                 **extra)
-                fn = make_explain_fn(clf, gen, oracle, cfg, device)
+                fn = make_explain_fn(clf, gen, oracle, cfg, device=device)
                 sync(device)
                 t0 = now()
                 s = run_sharded(cfg, Path(tmp) / mode.split()[0], fn, progress=False)

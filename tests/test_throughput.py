@@ -267,3 +267,13 @@ def test_runner_ranks_take_whole_groups(tmp_path, monkeypatch):
         RunConfig(data="mnist-test", group_shards=0).check()
     with pytest.raises(ValueError, match="`max_batch`"):
         RunConfig(data="mnist-test", max_batch=0).check()
+
+
+@pytest.mark.parametrize("flag, match", [("--max-batch", "`max_batch`"), ("--group-shards", "`group_shards`")])
+def test_cli_refilling_flags_are_checked(flag, match, tmp_path, capsys):
+    from captum_cfx.cli import main
+
+    code = main(["explain", "--data", "mnist-test", "--limit", "4", flag, "0", "--out", str(tmp_path / "o"),
+                 "--no-progress"])
+    assert code == 2 and match in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before anything is written
