@@ -20,6 +20,7 @@ How this implementation differs from the reference code (one image at a time, in
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -45,7 +46,16 @@ class LatentAttackConfig(Config):
     """The latent attack's settings, validated once; the defaults are the documented configuration
     (benchmarked in ``benchmarks/latent_attack.py``) that the CLI and the benchmarks read. The fields mean
     what the arguments of :meth:`LatentCounterfactualAttack.generate` of the same names mean; ``lr=None``
-    takes :attr:`ADAM_LR` for Adam and the optimiser's own default otherwise."""
+    takes :attr:`ADAM_LR` for Adam and the optimiser's own default otherwise.
+
+    The speed options change no result (docs/latent_attack.md, "Speed"): ``max_batch`` refills (continuous
+    batching: at most this many samples in flight; when samples finish, waiting ones are encoded and enter the
+    running batch at step 0 with fresh optimiser state, so no batch ends in a long tail; per-sample results are
+    those of ``max_batch=None``, bit for bit where the models' rows do not depend on the batch size, within float
+    rounding otherwise; with ``start="sample"`` the starting noise is drawn per admission); ``check_every``
+    compacts and refills every this many steps, the finished samples riding along frozen in between (fewer host
+    syncs on a GPU); ``autocast`` runs decoder, model and loss under ``torch.autocast`` with this dtype
+    (``torch.bfloat16``, ``torch.float16``), the latents and optimiser in full precision."""
 
     margin: float = 6.25
     optimizer: Any = "adam"
@@ -106,6 +116,7 @@ class LatentAttackConfig(Config):
 
 
 _DEFAULT = LatentAttackConfig()
+_FIELDS = frozenset(f.name for f in dataclasses.fields(LatentAttackConfig))
 
 
 class LatentCounterfactualAttack(CounterfactualMethod):
@@ -215,26 +226,14 @@ class LatentCounterfactualAttack(CounterfactualMethod):
             internal_batch_size: process the inputs in chunks of this size.
             generator: a ``torch.Generator`` for the stochastic start.
             progress: show a tqdm progress bar over steps (over finished samples when refilling).
-            max_batch: refilling (continuous batching): keep at most this many samples in flight; when
-                samples finish, waiting ones are encoded and enter the running batch at step 0 with fresh
-                optimiser state, so no batch ends in a long tail of a few samples. Per-sample results are
-                those of ``max_batch=None`` (every sample at once): bit for bit where the models' rows do not
-                depend on the batch size, within float rounding otherwise (CPU BLAS takes other kernels for
-                one or two rows). With ``start="sample"`` the starting noise is drawn per admission.
-            check_every: compact (and refill) the batch every this many steps instead of every step; the
-                samples that finish in between ride along frozen (fewer host syncs on a GPU, same results).
-            autocast: run decoder, model and loss under ``torch.autocast`` with this dtype
-                (``torch.bfloat16`` or ``torch.float16``); the latents and optimiser stay in full precision.
+            max_batch, check_every, autocast: speed, same results (see :class:`LatentAttackConfig` and
+                docs/latent_attack.md, "Speed"): refilling, compaction every k steps, ``torch.autocast``.
 
         Returns:
             :class:`~captum_cfx.CounterfactualOutput`.
         """
-        cfg = LatentAttackConfig(
-            margin=_DEFAULT.margin if margin is None else margin, optimizer=optimizer, lr=lr, max_steps=max_steps,
-            source=source, start=start, distance_penalty=distance_penalty, radius=radius,
-            skip_zero_grad=skip_zero_grad, sparsity=sparsity, line_search=line_search,
-            mask_threshold=mask_threshold, mask_dilation=mask_dilation, max_batch=max_batch, check_every=check_every,
-            autocast=autocast)
+        settings = {k: v for k, v in locals().items() if k in _FIELDS}  # every config field is an argument
+        cfg = LatentAttackConfig(**{**settings, "margin": _DEFAULT.margin if margin is None else margin})
         obj = get_objective(objective) if objective is not None else LogitMargin(cfg.margin)
         opt = cfg.make_optimizer()
         if start == "sample" and not hasattr(self.generator, "encode_sample"):
