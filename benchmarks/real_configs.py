@@ -65,7 +65,7 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "attack_ddim256_1step": ("attack_step", {"gen": "ddim", "size": 256, "ddim": 1}),
     "attack_ddim256_2steps": ("attack_step", {"gen": "ddim", "size": 256, "ddim": 2}),
     "attack_diffae128_2steps": ("attack_step", {"gen": "diffae", "size": 128, "ddim": 2}),
-    "attack_diffae256_1step": ("attack_step", {"gen": "diffae", "size": 256, "ddim": 1}),
+    "attack_diffae256_2steps": ("attack_step", {"gen": "diffae", "size": 256, "ddim": 2}),
     "attack_sdvae512": ("attack_step", {"gen": "sdvae", "size": 512}),
 }
 
