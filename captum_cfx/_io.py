@@ -14,14 +14,20 @@ from safetensors.torch import load_file, save_file
 _PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt"}
 
 
-def load_safetensors(path: str | Path, argument: str = "path") -> dict[str, torch.Tensor]:
-    """Load a safetensors file; refuse pickle-based formats with a clear error."""
+def _weight_file(path: str | Path, argument: str) -> Path:
+    """``path`` as a ``Path`` to an existing file that is not a pickle-based format (clear errors otherwise)."""
     path = Path(path)
     if path.suffix in _PICKLE_SUFFIXES:
         raise ValueError(f"`{argument}` points to {path.name!r}, a pickle-based format; captum_cfx only "
                          "loads .safetensors weights (pickles can run arbitrary code)")
     if not path.is_file():
         raise ValueError(f"`{argument}`: weight file {str(path)!r} does not exist")
+    return path
+
+
+def load_safetensors(path: str | Path, argument: str = "path") -> dict[str, torch.Tensor]:
+    """Load a safetensors file; refuse pickle-based formats with a clear error."""
+    path = _weight_file(path, argument)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
@@ -43,12 +49,7 @@ def read_safetensors_header(path: str | Path, argument: str = "path",
     import math
     import struct
 
-    path = Path(path)
-    if path.suffix in _PICKLE_SUFFIXES:
-        raise ValueError(f"`{argument}` points to {path.name!r}, a pickle-based format; captum_cfx only "
-                         "loads .safetensors weights (pickles can run arbitrary code)")
-    if not path.is_file():
-        raise ValueError(f"`{argument}`: weight file {str(path)!r} does not exist")
+    path = _weight_file(path, argument)
     size = path.stat().st_size
     limit = MAX_HEADER_BYTES if max_tensors is None else min(MAX_HEADER_BYTES, 4096 + 1024 * max_tensors)
     bad = f"`{argument}`: {str(path)!r} is not a valid safetensors file"
