@@ -21,6 +21,8 @@ _EXPORTS: dict[str, str] = {
     "InterFaceGANEdit": "captum_cfx.attr",
     "LatentAttackConfig": "captum_cfx.attr",
     "LatentCounterfactualAttack": "captum_cfx.attr",
+    "LatentCoordinateSearch": "captum_cfx.attr",
+    "CoordinateSearchConfig": "captum_cfx.attr",
     "LatentIntegratedGradients": "captum_cfx.attr",
     "PixelCounterfactualConfig": "captum_cfx.attr",
     "LatentProbes": "captum_cfx.descriptors",
@@ -73,6 +75,8 @@ __all__ = [
     "LatentAdam",
     "LatentAttackConfig",
     "LatentCounterfactualAttack",
+    "LatentCoordinateSearch",
+    "CoordinateSearchConfig",
     "PixelCounterfactualConfig",
     "LatentGenerator",
     "LatentOptimizer",
@@ -105,6 +109,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from captum_cfx.attr import (
+        CoordinateSearchConfig,
         CounterfactualDescriptorAttribution,
         CounterfactualOutput,
         CounterfactualSufficiencyNecessity,
@@ -112,6 +117,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         GlobalCounterfactualDirections,
         InterFaceGANEdit,
         LatentAttackConfig,
+        LatentCoordinateSearch,
         LatentCounterfactualAttack,
         LatentIntegratedGradients,
         PixelCounterfactualConfig,

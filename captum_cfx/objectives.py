@@ -68,6 +68,12 @@ class Objective(ABC):
     def done(self, outputs: Tensor, goal: Tensor) -> Tensor:
         """Per-sample bool ``(N,)``: the output has reached the goal."""
 
+    def score(self, outputs: Tensor, goal: Tensor) -> Tensor:
+        """Per-sample ``(N,)``: how far the output is from the goal, lower is better, never clamped (so it
+        also ranks outputs that have all reached the goal by how far past it they are). Default: the loss;
+        objectives whose loss is clamped at the goal override it."""
+        return self.loss(outputs, goal)
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
@@ -121,6 +127,11 @@ class LogitMargin(_Classification):
         t, other = _target_vs_rest(_logits_2d(outputs), goal)
         return F.relu(other - t + self.margin)
 
+    def score(self, outputs: Tensor, goal: Tensor) -> Tensor:
+        """``max_other - logit_target``."""
+        t, other = _target_vs_rest(_logits_2d(outputs), goal)
+        return other - t
+
     def done(self, outputs: Tensor, goal: Tensor) -> Tensor:
         t, other = _target_vs_rest(_logits_2d(outputs), goal)
         return (t - other >= self.margin) & (t > other)
@@ -148,6 +159,11 @@ class Flip(Objective):
     def loss(self, outputs: Tensor, goal: Tensor) -> Tensor:
         c, other = _target_vs_rest(_logits_2d(outputs), goal)
         return F.relu(c - other + self.margin)
+
+    def score(self, outputs: Tensor, goal: Tensor) -> Tensor:
+        """``logit_c - max_other``."""
+        c, other = _target_vs_rest(_logits_2d(outputs), goal)
+        return c - other
 
     def done(self, outputs: Tensor, goal: Tensor) -> Tensor:
         c, other = _target_vs_rest(_logits_2d(outputs), goal)

@@ -29,6 +29,7 @@ from captum_cfx.attr import (
     DiffusionPixelCounterfactual,
     GlobalCounterfactualDirections,
     InterFaceGANEdit,
+    LatentCoordinateSearch,
     LatentCounterfactualAttack,
     LatentIntegratedGradients,
 )
@@ -139,6 +140,8 @@ def _csn(w: World, f: Callable[..., Tensor], fit_args: Any) -> CounterfactualSuf
 CASES = {c.name: c for c in [
     Case("LatentCounterfactualAttack", lambda w, f, _: LatentCounterfactualAttack(f, w.gen),
          dict(max_steps=4, margin=100.0), dict(internal_batch_size=1)),
+    Case("LatentCoordinateSearch", lambda w, f, _: LatentCoordinateSearch(f, w.gen),
+         dict(values=torch.linspace(-3.0, 3.0, 5), max_changes=2, margin=100.0), dict(candidate_batch_size=1)),
     Case("CounterfactualDescriptorAttribution",
          lambda w, f, _: CounterfactualDescriptorAttribution(f, w.gen, probes=w.probes),
          dict(max_steps=4, margin=100.0), dict(internal_batch_size=1)),
@@ -216,7 +219,13 @@ def differs(a: Tensor, b: Tensor) -> bool:
 def test_exclusions_name_real_cases_and_checks() -> None:
     for (name, check), why in EXCLUDED.items():
         assert name in CASES and check in CHECKS and len(why) > 20
-    assert len(CASES) == 7
+    from captum.attr import Attribution
+
+    import captum_cfx.attr as attr
+
+    public = {n for n in attr.__all__
+              if isinstance(getattr(attr, n), type) and issubclass(getattr(attr, n), Attribution)}
+    assert set(CASES) == public  # every public attribution class is checked
 
 
 @pytest.mark.parametrize("name", CASES)

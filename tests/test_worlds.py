@@ -271,3 +271,45 @@ def test_ground_truth_scoring_reveals_the_planted_reliance(oracle):
     assert rates["world-smile-spurious"]["eyeglasses"] >= 0.6
     assert rates["world-smile-decorrelated"]["eyeglasses"] <= 0.15
     assert rates["world-smile-decorrelated"]["smile"] >= 0.7
+
+
+@torch.no_grad()
+def test_world_factor_ae_coordinates_are_the_factors(faces, oracle):
+    """The attribute-coded autoencoder: its codes read the factors, and moving one coordinate changes that factor
+    alone (what `LatentCoordinateSearch` relies on)."""
+    x, f = faces.images[:200], faces.factors[:200]
+    world = AttributeWorld()
+    gen = load_generator("world-factor-ae")
+    code = gen.encode(x).free
+    assert code.shape == (200, 9)
+    binary = world.is_binary
+    assert float(((code > 0).float() == f)[:, binary].float().mean()) >= 0.97
+    assert float(((code + 1) / 2 - f)[:, ~binary].abs().mean()) <= 0.1
+    rec = gen.decode(gen.encode(x))
+    for name in ("eyeglasses", "smile"):
+        j = world.index(name)
+        moved = code.clone()
+        moved[:, j] = -code[:, j]
+        ch = factor_changes(world, rec, gen.decode(moved), oracle=oracle)
+        assert ch.change_rate()[name] >= 0.9, name
+        others = ch.changed.clone()
+        others[:, j] = False
+        assert float(others.any(1).float().mean()) <= 0.15, name
+
+
+def test_coordinate_search_in_the_factor_ae_changes_the_factor_the_classifier_reads(oracle):
+    from captum_cfx import LatentCoordinateSearch
+
+    world = AttributeWorld()
+    x, _ = world.sample(32, generator=gen(99))
+    clf = load_pretrained("world-smile-decorrelated")
+    search = LatentCoordinateSearch(clf, load_generator("world-factor-ae"))
+    with torch.no_grad():
+        target = 1 - clf(x).argmax(1)
+    out = search.generate(x, target=target)
+    assert float(out.success.float().mean()) >= 0.95 and int(out.n_steps.max()) <= 3
+    moved = (out.latents.free != out.original_latents.free).float().mean(0)
+    assert float(moved[world.index("smile")]) >= 0.8 and float(moved.sum()) <= 1.3  # mostly one coordinate: smile
+    ch = factor_changes(world, out.reconstructions, out.counterfactuals, oracle=oracle)
+    only = ch.changed[:, world.index("smile")] & (ch.changed.sum(1) == 1) & out.success
+    assert float(only.float().mean()) >= 0.6

@@ -5,6 +5,7 @@ from captum_cfx.attr.causal import (
     SufficiencyNecessityOutput,
     plot_sufficiency_necessity,
 )
+from captum_cfx.attr.coordinate_search import CoordinateSearchConfig, LatentCoordinateSearch
 from captum_cfx.attr.descriptor import (
     CounterfactualDescriptorAttribution,
     DescriptorAttributionOutput,
@@ -42,6 +43,8 @@ __all__ = [
     "PixelCounterfactualOutput",
     "LatentAttackConfig",
     "LatentCounterfactualAttack",
+    "LatentCoordinateSearch",
+    "CoordinateSearchConfig",
     "GlobalCounterfactualDirections",
     "GlobalityResult",
     "OracleFeatureDistance",

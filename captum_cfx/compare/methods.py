@@ -51,6 +51,17 @@ def _latent_attack_minimal(task: Task) -> CFResult | None:
     return CFResult.from_output(out, seconds, note="minimal preset")
 
 
+def _coordinate_search(task: Task) -> CFResult:
+    """:class:`~captum_cfx.LatentCoordinateSearch` in the attribute-coded ``world-factor-ae`` (default settings:
+    quantile candidates, at most 3 coordinates, SEDC's selection; docs/coordinate_search.md)."""
+    from captum_cfx import LatentCoordinateSearch
+    from captum_cfx.zoo import load_generator
+
+    search = LatentCoordinateSearch(task.model, load_generator("world-factor-ae").to(task.images.device))
+    out, seconds = timed(lambda: search.generate(task.images, target=task.goals))
+    return CFResult.from_output(out, seconds, note="coordinates changed, at most 3")
+
+
 def _latent_attack_gan(task: Task) -> CFResult:
     from captum_cfx import LatentCounterfactualAttack
     from captum_cfx.zoo import load_generator
@@ -227,6 +238,7 @@ def default_registry() -> Registry:
     every = ("mnist", "world", "squares")
     registry.register("latent attack (VAE)", every)(_latent_attack_vae)
     registry.register("latent attack, minimal (VAE)", every)(_latent_attack_minimal)
+    registry.register("coordinate search (factor AE)", ("world",), requires=("world-factor-ae",))(_coordinate_search)
     registry.register("latent attack (GAN)", ("mnist",), requires=("mnist-gan",), slow=True)(_latent_attack_gan)
     registry.register("InterFaceGAN (VAE)", ("mnist", "world"))(_interfacegan)
     registry.register("GCD transfer (VAE)", ("mnist", "world"))(_gcd_transfer)

@@ -36,6 +36,7 @@ MODEL_CLASSES: dict[str, tuple[str, str]] = {
     "WorldClassifier": ("captum_cfx.zoo.world_models", "WorldClassifier"),
     "SquaresRegressor": ("captum_cfx.zoo.world_models", "SquaresRegressor"),
     "WorldVAE": ("captum_cfx.zoo.world_models", "WorldVAE"),
+    "WorldFactorAE": ("captum_cfx.zoo.world_models", "WorldFactorAE"),
 }
 #: classes registered in code by :func:`register_model`
 _USER_CLASSES: dict[str, type[nn.Module]] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SquaresRegressor", "WorldClassifier", "WorldOracle", "WorldVAE"]
+__all__ = ["SquaresRegressor", "WorldClassifier", "WorldFactorAE", "WorldOracle", "WorldVAE"]
 
 
 def _conv(cin: int, cout: int, stride: int = 1, bn: bool = False) -> list[nn.Module]:
@@ -139,3 +139,45 @@ class WorldVAE(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x)[0])
+
+
+class WorldFactorAE(nn.Module):
+    """An attribute-coded autoencoder for 32x32 world images: each latent coordinate is one factor.
+
+    Trained with the factor table as supervision, like an attribute-conditioned decoder (Fader Networks,
+    Lample et al. 2017): the encoder regresses each factor's code ``2 f - 1`` (binary factors at -1 / +1,
+    continuous ones in ``[-1, 1]``), the decoder draws the image of a code. Unlike :class:`WorldVAE`, whose
+    64 coordinates mix the factors, moving one coordinate here changes one factor, which is what
+    :class:`~captum_cfx.LatentCoordinateSearch` needs. The world draws every image from its nine factors, so
+    no residual code is needed; a real data set would add one for what its labels do not name.
+
+    Shape:
+        - x: ``(N, 3, 32, 32)`` in ``[0, 1]``; z: ``(N, num_factors)``, about ``[-1, 1]``.
+    """
+
+    def __init__(self, num_factors: int = 9, width: int = 16) -> None:
+        super().__init__()
+        w = width
+        self.latent_dim, self._w = num_factors, w
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, w, 4, 2, 1), nn.ELU(), nn.Conv2d(w, 2 * w, 4, 2, 1), nn.ELU(),
+            nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.ELU(), nn.Flatten(), nn.Linear(4 * w * 16, num_factors),
+        )  # fmt: skip
+        self.fc = nn.Sequential(nn.Linear(num_factors, 4 * w * 16), nn.ELU())
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1), nn.ELU(), nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.ELU(),
+            nn.ConvTranspose2d(w, w, 4, 2, 1), nn.ELU(), nn.Conv2d(w, 3, 3, padding=1),
+        )  # fmt: skip
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The factor code ``(N, num_factors)``."""
+        return self.encoder(x)
+
+    def decode_logits(self, z: Tensor) -> Tensor:
+        return self.deconv(self.fc(z).view(-1, 4 * self._w, 4, 4))
+
+    def decode(self, z: Tensor) -> Tensor:
+        return torch.sigmoid(self.decode_logits(z))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))

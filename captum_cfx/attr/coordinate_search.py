@@ -1,0 +1,266 @@
+"""Sparse latent counterfactuals: a greedy best-first search over the generator's latent coordinates.
+
+Gradient searches (:class:`~captum_cfx.LatentCounterfactualAttack` with any step rule or L1 penalty) move
+every latent coordinate the model's gradient touches. In a generator whose coordinates mean something on
+their own (an attribute-coded latent such as the zoo's ``world-factor-ae``, whose nine coordinates are the
+attribute world's factors; an attribute-conditioned generator's attribute inputs), the sparsest
+counterfactual is the one that changes the *fewest coordinates*, and it can be searched for directly:
+
+each round, for every sample still searching, every coordinate not yet changed is set in turn to each of
+its candidate values (by default the quantiles 0, 0.25, 0.5, 0.75, 1 of the encoded batch: values the data
+takes), and all candidates are decoded and scored in batches. The sample keeps the candidate that moves the
+model furthest towards the goal (the lowest loss), if it improves on its current loss, and is done as soon as
+the kept candidate reaches the objective; at most ``max_changes`` coordinates change. Among several
+candidates that reach the objective in the same round it takes, by default, the one that moves the model
+furthest past the goal (``select="effect"``); ``select="pixels"`` takes the one whose image changed least.
+
+This is the best-first search of SEDC (Martens & Provost 2014, counterfactuals of document classifiers:
+remove the word that lowers the score most until the class changes) moved into a generator's latent space;
+the decoder keeps every candidate an image of the data, as in Goldwasser & Hooker's latent attack. Unlike
+the gradient search, it needs no gradient of the model or the decoder, and its cost is
+``rounds x coordinates x values`` decodes per sample: meant for latents of tens of coordinates, not
+thousands.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
+from torch import Tensor
+
+from captum_cfx._config import Config, Interval, Options
+from captum_cfx._search import rows_finite
+from captum_cfx._utils import index_args
+from captum_cfx._validation import check_decoded
+from captum_cfx.attr._base import CounterfactualMethod, Inputs
+from captum_cfx.attr.output import CounterfactualOutput
+from captum_cfx.generators.base import Latent
+from captum_cfx.objectives import LogitMargin, Objective, get_objective
+
+__all__ = ["CoordinateSearchConfig", "LatentCoordinateSearch"]
+
+#: quantiles of the encoded batch used as candidate values when ``values`` is not given
+QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoordinateSearchConfig(Config):
+    """The coordinate search's settings, validated once; the fields mean what the arguments of
+    :meth:`LatentCoordinateSearch.generate` of the same names mean. The defaults are the configuration measured
+    in ``benchmarks/coordinate_search.py`` and the ``compare`` row "coordinate search (factor AE)"."""
+
+    max_changes: int = 3
+    margin: float = 0.0
+    select: str = "effect"
+    candidate_batch_size: int = 1024
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "max_changes": [Interval(int, 1, None)],
+        "margin": [Interval(float, 0, None)],
+        "select": [Options("effect", "pixels", "latent")],
+        "candidate_batch_size": [Interval(int, 1, None)],
+    }
+
+
+_DEFAULT = CoordinateSearchConfig()
+
+
+def candidate_values(values: Tensor | Sequence[float] | None, z0: Tensor) -> Tensor:
+    """The ``(D, G)`` candidate values of each of the ``D`` latent coordinates.
+
+    ``values`` may be ``(G,)`` (the same values for every coordinate), ``(D, G)``, or ``None``: the
+    quantiles :data:`QUANTILES` of the encoded batch ``z0`` ``(N, D)``, which needs ``N >= 2``.
+    """
+    n, d = z0.shape
+    if values is None:
+        if n < 2:
+            raise ValueError("`values` must be given when explaining fewer than 2 inputs: the default candidate "
+                             f"values are the quantiles of the encoded batch; got {n} input")
+        q = torch.tensor(QUANTILES, dtype=torch.float64, device=z0.device)
+        return torch.quantile(z0.double(), q, dim=0).T.to(z0.dtype).contiguous()
+    try:
+        v = torch.as_tensor(values, dtype=z0.dtype, device=z0.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"`values` must be a (G,) or (D, G) tensor or a sequence of numbers; "
+                        f"got {type(values).__name__}") from None
+    if v.dim() == 1:
+        v = v.expand(d, -1)
+    if v.dim() != 2 or v.shape[0] != d or v.shape[1] < 1:
+        raise ValueError(f"`values` must be (G,) or ({d}, G) for a latent of {d} coordinates; got shape "
+                         f"{tuple(v.shape)}")
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError("`values` must be finite; got NaN or inf")
+    return v.contiguous()
+
+
+class LatentCoordinateSearch(CounterfactualMethod):
+    """Counterfactuals that change as few latent coordinates as a greedy search can (module docstring).
+
+    Args:
+        forward_func: the model to explain.
+        generator: a :class:`~captum_cfx.generators.LatentGenerator` whose images are in the model's
+            input range; its free latent is searched coordinate by coordinate (flattened).
+
+    Shape:
+        - inputs: ``(N, C, H, W)`` in ``generator.input_range`` (or a tuple whose first tensor is the image).
+        - target: int, list or ``(N,)`` tensor of classes (or values, with a regression objective).
+        - attribute returns ``(N, C, H, W)``: ``counterfactual - reconstruction``.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_cfx import LatentCoordinateSearch
+        >>> from captum_cfx.datasets import AttributeWorld
+        >>> from captum_cfx.zoo import load_generator, load_pretrained
+        >>> x, _ = AttributeWorld().sample(16, generator=torch.Generator().manual_seed(0))
+        >>> clf = load_pretrained("world-smile-decorrelated")
+        >>> search = LatentCoordinateSearch(clf, load_generator("world-factor-ae"))
+        >>> out = search.generate(x, target=1 - clf(x).argmax(1))
+        >>> out.counterfactuals.shape, int(out.n_steps.max()) <= 3
+        (torch.Size([16, 3, 32, 32]), True)
+    """
+
+    def generate(  # type: ignore[override]
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType | float = None,
+        additional_forward_args: Any = None,
+        *,
+        values: Tensor | Sequence[float] | None = None,
+        max_changes: int = _DEFAULT.max_changes,
+        objective: Objective | str | None = None,
+        margin: float = _DEFAULT.margin,
+        select: str = _DEFAULT.select,
+        candidate_batch_size: int = _DEFAULT.candidate_batch_size,
+    ) -> CounterfactualOutput:
+        """Search counterfactuals and return every result.
+
+        Args:
+            inputs, target, additional_forward_args: as in Captum (see the class).
+            values: candidate values per coordinate, ``(G,)`` or ``(D, G)``; default the quantiles 0, 0.25,
+                0.5, 0.75 and 1 of the encoded batch (then ``N >= 2``).
+            max_changes: the most coordinates a sample may change (rounds of the search), int ``>= 1``.
+            objective: an :class:`~captum_cfx.objectives.Objective` or its name; default
+                ``LogitMargin(margin)``.
+            margin: margin of the default objective; 0 (default): the target class's logit is the largest.
+            select: which of the candidates that reach the objective in a round a sample takes: ``"effect"``
+                (default, SEDC's rule), the one that moves the model furthest past the goal
+                (:meth:`~captum_cfx.objectives.Objective.score`); ``"pixels"``, the one whose image is closest to
+                the reconstruction (L2); ``"latent"``, the one whose coordinate moves least, in units of its
+                candidate range.
+            candidate_batch_size: candidate images decoded and scored at a time.
+
+        Returns:
+            :class:`~captum_cfx.CounterfactualOutput`; ``n_steps`` is the number of coordinates changed.
+        """
+        cfg = CoordinateSearchConfig(max_changes=max_changes, margin=margin, select=select,
+                                     candidate_batch_size=candidate_batch_size)
+        obj = get_objective(objective) if objective is not None else LogitMargin(cfg.margin)
+        batch = self._prepare(inputs, target, additional_forward_args, obj)
+        return self._per_chunk(batch, None, lambda b: self._search(b, obj, values, cfg))[0]
+
+    # ------------------------------------------------------------------ the search
+    def _score(self, b: Inputs, latent0: Latent, rows: Tensor, z: Tensor, recon: Tensor, chunk: int, *,
+               keep: bool = False) -> tuple[list[Tensor], Tensor, Tensor, list[int]]:
+        """Decode the flat latents ``z`` ``(M, D)`` of samples ``rows`` ``(M,)`` in chunks of ``chunk``: the
+        images (a list of chunks, empty unless ``keep``), the model's outputs, each image's L2 distance to its sample's
+        reconstruction ``(M,)``, and the chunk sizes."""
+        imgs, outs, dist, sizes = [], [], [], []
+        n = len(b)
+        shape = latent0.free.shape[1:]
+        with torch.no_grad():
+            for lo in range(0, len(rows), chunk):
+                r = rows[lo:lo + chunk]
+                img = self.generator.decode(latent0[r].replace(z[lo:lo + chunk].view(-1, *shape)))
+                outs.append(self._model(img, tuple(o[r] for o in b.others), index_args(b.extra, n, r)))
+                dist.append((img - recon[r]).flatten(1).norm(dim=1))
+                if keep:
+                    imgs.append(img)
+                sizes.append(len(r))
+        return imgs, torch.cat(outs), torch.cat(dist), sizes
+
+    def _round(self, b: Inputs, latent0: Latent, st: dict[str, Tensor], v: Tensor, obj: Objective,
+               select: str, chunk: int) -> list[int]:
+        """One round: every active sample tries every unchanged coordinate at every candidate value."""
+        idx = st["active"].nonzero().flatten()
+        z, z0, goal = st["z"], st["z0"], st["goal"]
+        ok = ~st["changed"][idx, :, None] & (v[None] != z[idx, :, None])  # (n_a, D, G)
+        s, d, g = ok.nonzero(as_tuple=True)
+        rows = idx[s]
+        zc = z[rows].clone()
+        zc[torch.arange(len(rows), device=z.device), d] = v[d, g]
+        _, out, dist, sizes = self._score(b, latent0, rows, zc, st["recon"], chunk)
+        fin = rows_finite(out)
+        loss = torch.full(ok.shape, float("inf"), device=z.device, dtype=torch.float64)
+        size = loss.clone()
+        loss[s, d, g] = torch.where(fin, obj.loss(out, goal[rows]).double(), float("inf"))
+        reach = obj.done(out, goal[rows]) & fin
+        if select == "effect":
+            rank = obj.score(out, goal[rows])
+        elif select == "latent":
+            rank = (v[d, g] - z0[rows, d]).abs() / (v.amax(1) - v.amin(1)).clamp_min(1e-12)[d]
+        else:
+            rank = dist
+        size[s[reach], d[reach], g[reach]] = rank.double()[reach]
+        flat_size, flat_loss = size.flatten(1), loss.flatten(1)
+        # reached: the first by `select`; not reached: the lowest loss, if it improves on the current one
+        any_reach = torch.isfinite(flat_size).any(1)
+        best_loss = flat_loss.argmin(1)
+        improves = flat_loss.gather(1, best_loss[:, None]).squeeze(1) < st["loss"][idx]
+        pick = torch.where(any_reach, flat_size.argmin(1), best_loss)
+        move = any_reach | improves
+        dd, gg, sel = pick[move] // v.shape[1], pick[move] % v.shape[1], idx[move]
+        z[sel, dd] = v[dd, gg]
+        st["changed"][sel, dd] = True
+        st["n_changes"][sel] += 1
+        st["loss"][sel] = flat_loss[move].gather(1, pick[move, None]).squeeze(1)
+        st["active"][idx[any_reach | ~improves]] = False
+        return sizes
+
+    def _search(self, b: Inputs, obj: Objective, values: Any, cfg: CoordinateSearchConfig) -> CounterfactualOutput:
+        t0 = time.perf_counter()
+        n = len(b)
+        with torch.no_grad():
+            latent0 = self.generator.encode(b.x).detach()
+            recon = check_decoded(self.generator.decode(latent0), b.x).detach()
+            src_pred = self._model(b.x, b.others, b.extra).detach()
+        goal = obj.prepare(src_pred, b.target)
+        z0 = latent0.free.reshape(n, -1)
+        v = candidate_values(values, z0)
+        every = torch.arange(n, device=b.x.device)
+        chunk = cfg.candidate_batch_size
+        _, pred0, _, sizes = self._score(b, latent0, every, z0, recon, chunk)
+        fin0 = rows_finite(pred0)
+        st = {"z": z0.clone(), "z0": z0, "goal": goal, "recon": recon,
+              "changed": torch.zeros(z0.shape, dtype=torch.bool, device=z0.device),
+              "n_changes": torch.zeros(n, dtype=torch.long, device=z0.device),
+              "loss": torch.where(fin0, obj.loss(pred0, goal).double(), float("inf")),
+              "active": fin0 & ~obj.done(pred0, goal)}
+        batch_sizes = [(k, False) for k in sizes]
+        for _ in range(cfg.max_changes):
+            if not bool(st["active"].any()):
+                break
+            batch_sizes += [(k, False) for k in self._round(b, latent0, st, v, obj, cfg.select, chunk)]
+        imgs, pred, _, sizes = self._score(b, latent0, every, st["z"], recon, chunk, keep=True)
+        fin = rows_finite(pred)
+        batch_sizes += [(k, False) for k in sizes]
+        return CounterfactualOutput(
+            counterfactuals=torch.cat(imgs),
+            latents=latent0.replace(st["z"].view_as(latent0.free)),
+            original_latents=latent0,
+            reconstructions=recon,
+            original_predictions=src_pred,
+            predictions=pred,
+            success=obj.done(pred, goal) & fin,
+            n_steps=st["n_changes"],
+            goals=goal,
+            nonfinite=~fin0 | ~fin,
+            active_batch_sizes=batch_sizes,
+            seconds=time.perf_counter() - t0,
+            projection_ok=latent0.diagnostics.get("projection_ok"),
+        )
