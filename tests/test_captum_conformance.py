@@ -141,7 +141,7 @@ CASES = {c.name: c for c in [
     Case("LatentCounterfactualAttack", lambda w, f, _: LatentCounterfactualAttack(f, w.gen),
          dict(max_steps=4, margin=100.0), dict(internal_batch_size=1)),
     Case("LatentCoordinateSearch", lambda w, f, _: LatentCoordinateSearch(f, w.gen),
-         dict(values=torch.linspace(-3.0, 3.0, 5), max_changes=2, margin=100.0), dict(candidate_batch_size=1)),
+         dict(values=torch.linspace(-3.0, 3.0, 5), max_changes=2, margin=100.0), dict(internal_batch_size=1)),
     Case("CounterfactualDescriptorAttribution",
          lambda w, f, _: CounterfactualDescriptorAttribution(f, w.gen, probes=w.probes),
          dict(max_steps=4, margin=100.0), dict(internal_batch_size=1)),

@@ -159,6 +159,19 @@ def test_bad_settings_name_the_argument(kwargs: dict, match: str) -> None:
         LatentCoordinateSearch(model, GEN).generate(_images([[0.0] * 4, [1.0] * 4]), target=1, **kwargs)
 
 
+def test_chunks_of_inputs_share_the_batch_quantiles() -> None:
+    model = RowModel([0.0, 1.0, 1.0, 0.0], 1.2)
+    z = torch.linspace(-3, 3, 7)[:, None] * torch.tensor([[1.0, -1.0, 0.5, 2.0]])
+    search = LatentCoordinateSearch(model, GEN)
+    whole = search.generate(_decode(z), target=1)
+    chunked = search.generate(_decode(z), target=1, internal_batch_size=2)
+    assert whole.success.any() and torch.equal(whole.latents.free, chunked.latents.free)
+    assert torch.equal(whole.success, chunked.success) and torch.equal(whole.n_steps, chunked.n_steps)
+    # the quantiles of a chunk alone would be other values: the chunked search must not use them
+    alone = search.generate(_decode(z[:2]), target=1)
+    assert not torch.equal(alone.latents.free, whole.latents.free[:2])
+
+
 def test_one_input_needs_explicit_values() -> None:
     model = RowModel([0.0, 0.0, 1.0, 0.0], 0.5)
     with pytest.raises(ValueError, match="`values` must be given when explaining fewer than 2 inputs"):

@@ -137,6 +137,7 @@ class LatentCoordinateSearch(CounterfactualMethod):
         margin: float = _DEFAULT.margin,
         select: str = _DEFAULT.select,
         candidate_batch_size: int = _DEFAULT.candidate_batch_size,
+        internal_batch_size: int | None = None,
     ) -> CounterfactualOutput:
         """Search counterfactuals and return every result.
 
@@ -154,6 +155,9 @@ class LatentCoordinateSearch(CounterfactualMethod):
                 the reconstruction (L2); ``"latent"``, the one whose coordinate moves least, in units of its
                 candidate range.
             candidate_batch_size: candidate images decoded and scored at a time.
+            internal_batch_size: search the inputs in chunks of this size (memory); the default candidate
+                values are still the quantiles of the whole batch (encoded chunk by chunk first), so the
+                results do not depend on the chunking.
 
         Returns:
             :class:`~captum_cfx.CounterfactualOutput`; ``n_steps`` is the number of coordinates changed.
@@ -162,7 +166,12 @@ class LatentCoordinateSearch(CounterfactualMethod):
                                      candidate_batch_size=candidate_batch_size)
         obj = get_objective(objective) if objective is not None else LogitMargin(cfg.margin)
         batch = self._prepare(inputs, target, additional_forward_args, obj)
-        return self._per_chunk(batch, None, lambda b: self._search(b, obj, values, cfg))[0]
+        if values is None and internal_batch_size is not None and internal_batch_size < len(batch):
+            with torch.no_grad():
+                z0 = torch.cat([self.generator.encode(c.x).free.flatten(1) for c in batch.chunks(internal_batch_size)])
+            values = candidate_values(None, z0)
+        return CounterfactualOutput.cat(self._per_chunk(batch, internal_batch_size,
+                                                        lambda b: self._search(b, obj, values, cfg)))
 
     # ------------------------------------------------------------------ the search
     def _score(self, b: Inputs, latent0: Latent, rows: Tensor, z: Tensor, recon: Tensor, chunk: int, *,
