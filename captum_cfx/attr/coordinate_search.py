@@ -25,7 +25,7 @@ thousands.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -174,18 +174,19 @@ class LatentCoordinateSearch(CounterfactualMethod):
                                                         lambda b: self._search(b, obj, values, cfg)))
 
     # ------------------------------------------------------------------ the search
-    def _score(self, b: Inputs, latent0: Latent, rows: Tensor, z: Tensor, recon: Tensor, chunk: int, *,
-               keep: bool = False) -> tuple[list[Tensor], Tensor, Tensor, list[int]]:
-        """Decode the flat latents ``z`` ``(M, D)`` of samples ``rows`` ``(M,)`` in chunks of ``chunk``: the
-        images (a list of chunks, empty unless ``keep``), the model's outputs, each image's L2 distance to its sample's
-        reconstruction ``(M,)``, and the chunk sizes."""
+    def _score(self, b: Inputs, latent0: Latent, rows: Tensor, z: Callable[[int, int], Tensor], recon: Tensor,
+               chunk: int, *, keep: bool = False) -> tuple[list[Tensor], Tensor, Tensor, list[int]]:
+        """Decode the flat latents ``z(lo, hi)`` ``(hi - lo, D)`` of samples ``rows[lo:hi]``, in chunks of ``chunk``
+        (a chunk's latents are built only when it is scored): the images (a list of chunks, empty unless
+        ``keep``), the model's outputs, each image's L2 distance to its sample's reconstruction ``(M,)``, and the
+        chunk sizes."""
         imgs, outs, dist, sizes = [], [], [], []
         n = len(b)
         shape = latent0.free.shape[1:]
         with torch.no_grad():
             for lo in range(0, len(rows), chunk):
                 r = rows[lo:lo + chunk]
-                img = self.generator.decode(latent0[r].replace(z[lo:lo + chunk].view(-1, *shape)))
+                img = self.generator.decode(latent0[r].replace(z(lo, lo + len(r)).view(-1, *shape)))
                 outs.append(self._model(img, tuple(o[r] for o in b.others), index_args(b.extra, n, r)))
                 dist.append((img - recon[r]).flatten(1).norm(dim=1))
                 if keep:
@@ -201,9 +202,13 @@ class LatentCoordinateSearch(CounterfactualMethod):
         ok = ~st["changed"][idx, :, None] & (v[None] != z[idx, :, None])  # (n_a, D, G)
         s, d, g = ok.nonzero(as_tuple=True)
         rows = idx[s]
-        zc = z[rows].clone()
-        zc[torch.arange(len(rows), device=z.device), d] = v[d, g]
-        _, out, dist, sizes = self._score(b, latent0, rows, zc, st["recon"], chunk)
+
+        def candidates(lo: int, hi: int) -> Tensor:  # the current latents with one coordinate set
+            zc = z[rows[lo:hi]].clone()
+            zc[torch.arange(hi - lo, device=z.device), d[lo:hi]] = v[d[lo:hi], g[lo:hi]]
+            return zc
+
+        _, out, dist, sizes = self._score(b, latent0, rows, candidates, st["recon"], chunk)
         fin = rows_finite(out)
         loss = torch.full(ok.shape, float("inf"), device=z.device, dtype=torch.float64)
         size = loss.clone()
@@ -243,7 +248,7 @@ class LatentCoordinateSearch(CounterfactualMethod):
         v = candidate_values(values, z0)
         every = torch.arange(n, device=b.x.device)
         chunk = cfg.candidate_batch_size
-        _, pred0, _, sizes = self._score(b, latent0, every, z0, recon, chunk)
+        _, pred0, _, sizes = self._score(b, latent0, every, lambda lo, hi: z0[lo:hi], recon, chunk)
         fin0 = rows_finite(pred0)
         st = {"z": z0.clone(), "z0": z0, "goal": goal, "recon": recon,
               "changed": torch.zeros(z0.shape, dtype=torch.bool, device=z0.device),
@@ -255,7 +260,7 @@ class LatentCoordinateSearch(CounterfactualMethod):
             if not bool(st["active"].any()):
                 break
             batch_sizes += [(k, False) for k in self._round(b, latent0, st, v, obj, cfg.select, chunk)]
-        imgs, pred, _, sizes = self._score(b, latent0, every, st["z"], recon, chunk, keep=True)
+        imgs, pred, _, sizes = self._score(b, latent0, every, lambda lo, hi: st["z"][lo:hi], recon, chunk, keep=True)
         fin = rows_finite(pred)
         batch_sizes += [(k, False) for k in sizes]
         return CounterfactualOutput(
