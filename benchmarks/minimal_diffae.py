@@ -7,7 +7,9 @@ oracle agreement, realism (median 5-NN distance to the training digits in the or
 ``z_sem``'s measured per-dimension spread (the attack's step in ``compare``'s DiffAE row is that spread).
 About 30 s per DiffAE counterfactual on one busy CPU thread: keep ``n`` small.
 
-    python benchmarks/minimal_diffae.py 10 '[{"gen": "vae"}, {}, {"optimizer": "l2", "lr_scale": 0.5}]'
+    python benchmarks/minimal_diffae.py 10 '[{"gen": "vae"}, {}, {"optimizer": "l2", "lr_scale": 0.5}]' [out.json]
+
+With a third argument, the figures are also written there as JSON (atomically), with a table printed at the end.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -36,8 +39,12 @@ def main() -> None:
         std = float(gen.encode_semantic(t.images).std(0).mean())
         rec_d, rec_v = gen.decode(gen.encode(x)), t.generator.decode(t.generator.encode(x))
     cache: dict = {}
-    print("reconstruction realism: diffae", _mnist_realism(t, rec_d, cache), "vae", _mnist_realism(t, rec_v, cache),
-          flush=True)
+    res: dict = {"config": {"n": n, "ddim_steps": 10, "z_sem_spread": std, "threads": 1, "torch": torch.__version__,
+                            "task": t.description},
+                 "reconstruction_realism": {"diffae": _mnist_realism(t, rec_d, cache),
+                                            "vae": _mnist_realism(t, rec_v, cache)},
+                 "variants": []}
+    print("reconstruction realism:", res["reconstruction_realism"], flush=True)
     for v in variants:
         v = dict(v)
         which, scale = v.pop("gen", "diffae"), v.pop("lr_scale", 1.0)
@@ -55,9 +62,25 @@ def main() -> None:
         flip = float(valid.float().mean())
         agree = oracle_agreement(t.oracle, cf, tgt, valid).value
         dz = float((out.latents.free - out.original_latents.free).norm(dim=1).mean())
+        row = {"generator": which, "settings": v, "lr_scale": scale, "flip": flip, "oracle_agreement": agree,
+               "realism_knn5_ratio": _mnist_realism(t, cf, cache), "latent_change_l2": dz,
+               "steps": float(out.n_steps.float().mean()), "seconds": time.perf_counter() - t0}
+        res["variants"].append(row)
         print(which, v, "scale", scale, f"flip {flip:.2f}", f"oracle {agree:.2f}",
-              f"realism {_mnist_realism(t, cf, cache):.3f}", f"zL2 {dz:.2f}",
-              f"steps {float(out.n_steps.float().mean()):.1f}", f"{time.perf_counter() - t0:.1f}s", flush=True)
+              f"realism {row['realism_knn5_ratio']:.3f}", f"zL2 {dz:.2f}", f"steps {row['steps']:.1f}",
+              f"{row['seconds']:.1f}s", flush=True)
+    print(json.dumps(res, indent=1))
+    print("| generator | settings | flip | oracle agrees | realism | latent change | steps |")
+    print("|---|---|---|---|---|---|---|")
+    for r in res["variants"]:
+        print(f"| {r['generator']} | {r['settings']} (lr scale {r['lr_scale']}) | {r['flip']:.0%} | "
+              f"{r['oracle_agreement']:.0%} | {r['realism_knn5_ratio']:.3f} | {r['latent_change_l2']:.2f} | "
+              f"{r['steps']:.1f} |")
+    if len(sys.argv) > 3:
+        out_path = Path(sys.argv[3])
+        tmp = out_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(res, indent=1) + "\n")
+        tmp.replace(out_path)
 
 
 if __name__ == "__main__":
