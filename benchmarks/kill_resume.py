@@ -1,7 +1,10 @@
 """Fault tolerance: kill a multi-process ``captum-cfx explain --data`` run with SIGKILL at random moments,
 resume it each time, and check that the final shards equal an uninterrupted run's bit for bit.
 
-    python benchmarks/kill_resume.py --n 2000 --shard-size 100 --nproc 2 --kills 5   # the documented full run
+    python benchmarks/kill_resume.py --n 2000 --shard-size 100 --nproc 2 --kills 5 --min-delay 4 --max-delay 7
+
+(the committed full run: 2,000 digits now take about 20 s on 2 ranks, so kills must come within seconds of each
+start to land mid-run; with the default delays the first attempt finishes before its kill.)
 
 The tests run it with small sizes (tests/test_runner.py). Results: benchmarks/results/kill_resume_cpu.json.
 """
