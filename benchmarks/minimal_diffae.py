@@ -4,7 +4,7 @@ On the first ``n`` digits of the ``compare`` MNIST task (class-interleaved test 
 the shipped ``mnist-diffae`` at 10 DDIM steps inside the attack and ``mnist-vae`` for reference: flip rate,
 oracle agreement, realism (median 5-NN distance to the training digits in the oracle's features ÷ that of the
 1,000 real test digits, as ``benchmarks/minimal.py``), latent change and steps. ``lr_scale`` multiplies
-``z_sem``'s measured per-dimension spread (the attack's step in ``compare``'s DiffAE row is that spread).
+``z_sem``'s measured per-dimension spread; ``ddim_steps`` (default 10) sets the DDIM steps inside the attack.
 About 30 s per DiffAE counterfactual on one busy CPU thread: keep ``n`` small.
 
     python benchmarks/minimal_diffae.py 10 '[{"gen": "vae"}, {}, {"optimizer": "l2", "lr_scale": 0.5}]' [out.json]
@@ -48,6 +48,7 @@ def main() -> None:
     for v in variants:
         v = dict(v)
         which, scale = v.pop("gen", "diffae"), v.pop("lr_scale", 1.0)
+        gen.sampler.num_inference_steps = v.pop("ddim_steps", 10)  # DDIM steps inside the attack
         if which == "diffae":
             atk = LatentCounterfactualAttack(t.model, gen)
             v.setdefault("lr", std * scale)
@@ -62,7 +63,8 @@ def main() -> None:
         flip = float(valid.float().mean())
         agree = oracle_agreement(t.oracle, cf, tgt, valid).value
         dz = float((out.latents.free - out.original_latents.free).norm(dim=1).mean())
-        row = {"generator": which, "settings": v, "lr_scale": scale, "flip": flip, "oracle_agreement": agree,
+        row = {"generator": which, "settings": v, "ddim_steps": gen.sampler.num_inference_steps,
+               "lr_scale": scale, "flip": flip, "oracle_agreement": agree,
                "realism_knn5_ratio": _mnist_realism(t, cf, cache), "latent_change_l2": dz,
                "steps": float(out.n_steps.float().mean()), "seconds": time.perf_counter() - t0}
         res["variants"].append(row)
