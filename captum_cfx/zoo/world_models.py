@@ -104,6 +104,25 @@ class SquaresRegressor(nn.Module):
         return torch.sigmoid(self.net(x))
 
 
+def _encoder(w: int, out: int) -> nn.Sequential:
+    """Three stride-2 convolutions (32 -> 4 pixels) and a linear layer to ``out`` values (the world autoencoders)."""
+    return nn.Sequential(
+        nn.Conv2d(3, w, 4, 2, 1), nn.ELU(), nn.Conv2d(w, 2 * w, 4, 2, 1), nn.ELU(),
+        nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.ELU(), nn.Flatten(), nn.Linear(4 * w * 16, out),
+    )  # fmt: skip
+
+
+def _decoder(w: int, latent: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """The decoder of the world autoencoders: a linear layer to a 4x4 map, then three stride-2 transposed
+    convolutions (4 -> 32 pixels) and a 3x3 convolution to RGB logits."""
+    fc = nn.Sequential(nn.Linear(latent, 4 * w * 16), nn.ELU())
+    deconv = nn.Sequential(
+        nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1), nn.ELU(), nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.ELU(),
+        nn.ConvTranspose2d(w, w, 4, 2, 1), nn.ELU(), nn.Conv2d(w, 3, 3, padding=1),
+    )  # fmt: skip
+    return fc, deconv
+
+
 class WorldVAE(nn.Module):
     """A convolutional VAE for 32x32 RGB world images.
 
@@ -117,15 +136,8 @@ class WorldVAE(nn.Module):
         super().__init__()
         w = width
         self.latent_dim, self._w = latent_dim, w
-        self.encoder = nn.Sequential(
-            nn.Conv2d(3, w, 4, 2, 1), nn.ELU(), nn.Conv2d(w, 2 * w, 4, 2, 1), nn.ELU(),
-            nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.ELU(), nn.Flatten(), nn.Linear(4 * w * 16, 2 * latent_dim),
-        )  # fmt: skip
-        self.fc = nn.Sequential(nn.Linear(latent_dim, 4 * w * 16), nn.ELU())
-        self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1), nn.ELU(), nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.ELU(),
-            nn.ConvTranspose2d(w, w, 4, 2, 1), nn.ELU(), nn.Conv2d(w, 3, 3, padding=1),
-        )  # fmt: skip
+        self.encoder = _encoder(w, 2 * latent_dim)
+        self.fc, self.deconv = _decoder(w, latent_dim)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mean, logvar = self.encoder(x).chunk(2, dim=1)
@@ -159,15 +171,8 @@ class WorldFactorAE(nn.Module):
         super().__init__()
         w = width
         self.latent_dim, self._w = num_factors, w
-        self.encoder = nn.Sequential(
-            nn.Conv2d(3, w, 4, 2, 1), nn.ELU(), nn.Conv2d(w, 2 * w, 4, 2, 1), nn.ELU(),
-            nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.ELU(), nn.Flatten(), nn.Linear(4 * w * 16, num_factors),
-        )  # fmt: skip
-        self.fc = nn.Sequential(nn.Linear(num_factors, 4 * w * 16), nn.ELU())
-        self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1), nn.ELU(), nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.ELU(),
-            nn.ConvTranspose2d(w, w, 4, 2, 1), nn.ELU(), nn.Conv2d(w, 3, 3, padding=1),
-        )  # fmt: skip
+        self.encoder = _encoder(w, num_factors)
+        self.fc, self.deconv = _decoder(w, num_factors)
 
     def encode(self, x: Tensor) -> Tensor:
         """The factor code ``(N, num_factors)``."""
