@@ -112,7 +112,10 @@ class Step:
         loss: per-sample loss ``(n_active,)`` with its graph to ``wrt``; the engine zeroes the rows that
             stop now or are not finite, and takes the gradient. ``None`` on the last pass.
         wrt: the leaf tensor the loss is differentiated with respect to.
-        grad: the gradient, if the method computes it itself (then ``loss`` is ``None``).
+        grad: the gradient, if the method computes it itself (then ``loss`` is ``None``); for a search without
+            gradients, the move ``update`` will make (the engine only checks that it is finite).
+        stop: bool ``(n_active,)`` or ``None``: samples that stop now without meeting the objective (a search
+            that can make no more progress); they stop unsuccessfully, with their current values.
     """
 
     done: Tensor
@@ -121,6 +124,7 @@ class Step:
     loss: Tensor | None = None
     wrt: Tensor | None = None
     grad: Tensor | None = None
+    stop: Tensor | None = None
 
 
 class ActiveSet:
@@ -219,6 +223,8 @@ class ActiveSet:
         is zeroed too)."""
         finite = step.finite
         stop = step.done | ~finite
+        if step.stop is not None:
+            stop = stop | step.stop
         if last:
             return torch.ones_like(stop), finite, None
         if at_last is not None:

@@ -100,6 +100,21 @@ def test_run_counts_steps_sizes_and_isolates_a_nan_gradient():
     assert a.sizes == [(4, True), (2, True), (2, True), (1, True)]
 
 
+def test_a_step_can_stop_samples_without_success():
+    # z_i moves by -1 per step and is done at 0; sample 1 reports that it can make no more progress at z <= 3
+    z0 = torch.tensor([[2.0], [5.0], [4.0]])
+    a = ActiveSet(3, torch.device("cpu"), vars={"z": z0.clone()}, results={"z": z0.clone()})
+
+    def step(a: ActiveSet, last: bool) -> Step:
+        z = a.vars["z"]
+        return Step(done=z[:, 0] <= 0, finite=torch.ones(len(a), dtype=torch.bool), values={"z": z},
+                    grad=torch.ones_like(z), stop=(a.index == 1) & (z[:, 0] <= 3))
+
+    a.run(step, lambda a, grad: a.vars.__setitem__("z", a.vars["z"] - grad), max_steps=10)
+    assert a.success.tolist() == [True, False, True] and a.nonfinite.tolist() == [False, False, False]
+    assert a.n_steps.tolist() == [2, 2, 4] and a.results["z"].flatten().tolist() == [0.0, 3.0, 0.0]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_adam_per_sample_steps_equal_the_shared_step(dtype):
     # refilling puts samples at different steps in one batch: each must update as if it ran alone

@@ -34,12 +34,11 @@ from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from torch import Tensor
 
 from captum_cfx._config import Config, Interval, Options
-from captum_cfx._search import rows_finite
+from captum_cfx._search import ActiveSet, Step, rows_finite
 from captum_cfx._utils import index_args
 from captum_cfx._validation import check_decoded
 from captum_cfx.attr._base import CounterfactualMethod, Inputs
 from captum_cfx.attr.output import CounterfactualOutput
-from captum_cfx.generators.base import Latent
 from captum_cfx.objectives import LogitMargin, Objective, get_objective
 
 __all__ = ["CoordinateSearchConfig", "LatentCoordinateSearch"]
@@ -138,6 +137,7 @@ class LatentCoordinateSearch(CounterfactualMethod):
         select: str = _DEFAULT.select,
         candidate_batch_size: int = _DEFAULT.candidate_batch_size,
         internal_batch_size: int | None = None,
+        progress: bool = False,
     ) -> CounterfactualOutput:
         """Search counterfactuals and return every result.
 
@@ -158,6 +158,7 @@ class LatentCoordinateSearch(CounterfactualMethod):
             internal_batch_size: search the inputs in chunks of this size (memory); the default candidate
                 values are still the quantiles of the whole batch (encoded chunk by chunk first), so the
                 results do not depend on the chunking.
+            progress: show a tqdm progress bar over rounds.
 
         Returns:
             :class:`~captum_cfx.CounterfactualOutput`; ``n_steps`` is the number of coordinates changed.
@@ -171,72 +172,94 @@ class LatentCoordinateSearch(CounterfactualMethod):
                 z0 = torch.cat([self.generator.encode(c.x).free.flatten(1) for c in batch.chunks(internal_batch_size)])
             values = candidate_values(None, z0)
         return CounterfactualOutput.cat(self._per_chunk(batch, internal_batch_size,
-                                                        lambda b: self._search(b, obj, values, cfg)))
+                                                        lambda b: self._search(b, obj, values, cfg, progress)))
 
     # ------------------------------------------------------------------ the search
-    def _score(self, b: Inputs, latent0: Latent, rows: Tensor, z: Callable[[int, int], Tensor], recon: Tensor,
-               chunk: int, *, keep: bool = False) -> tuple[list[Tensor], Tensor, Tensor, list[int]]:
-        """Decode the flat latents ``z(lo, hi)`` ``(hi - lo, D)`` of samples ``rows[lo:hi]``, in chunks of ``chunk``
-        (a chunk's latents are built only when it is scored): the images (a list of chunks, empty unless
-        ``keep``), the model's outputs, each image's L2 distance to its sample's reconstruction ``(M,)``, and the
-        chunk sizes."""
-        imgs, outs, dist, sizes = [], [], [], []
-        n = len(b)
-        shape = latent0.free.shape[1:]
-        with torch.no_grad():
-            for lo in range(0, len(rows), chunk):
-                r = rows[lo:lo + chunk]
-                img = self.generator.decode(latent0[r].replace(z(lo, lo + len(r)).view(-1, *shape)))
-                outs.append(self._model(img, tuple(o[r] for o in b.others), index_args(b.extra, n, r)))
-                dist.append((img - recon[r]).flatten(1).norm(dim=1))
-                if keep:
-                    imgs.append(img)
-                sizes.append(len(r))
-        return imgs, torch.cat(outs), torch.cat(dist), sizes
+    def _score(self, v: dict[str, Any], rows: Tensor, z: Callable[[int, int], Tensor],
+               chunk: int) -> tuple[Tensor, Tensor, list[int]]:
+        """Decode the flat latents ``z(lo, hi)`` ``(hi - lo, D)`` of active samples ``rows[lo:hi]``, in chunks of
+        ``chunk`` (a chunk's latents are built only when it is scored): the model's outputs, each image's L2
+        distance to its sample's reconstruction ``(M,)``, and the chunk sizes."""
+        outs, dist, sizes = [], [], []
+        n = len(v["z"])
+        shape = v["latent"].free.shape[1:]
+        for lo in range(0, len(rows), chunk):
+            r = rows[lo:lo + chunk]
+            img = self.generator.decode(v["latent"][r].replace(z(lo, lo + len(r)).view(-1, *shape)))
+            outs.append(self._model(img, tuple(o[r] for o in v["others"]), index_args(v["extra"], n, r)))
+            dist.append((img - v["recon"][r]).flatten(1).norm(dim=1))
+            sizes.append(len(r))
+        return torch.cat(outs), torch.cat(dist), sizes
 
-    def _round(self, b: Inputs, latent0: Latent, st: dict[str, Tensor], v: Tensor, obj: Objective,
-               select: str, chunk: int) -> list[int]:
-        """One round: every active sample tries every unchanged coordinate at every candidate value."""
-        idx = st["active"].nonzero().flatten()
-        z, z0, goal = st["z"], st["z0"], st["goal"]
-        ok = ~st["changed"][idx, :, None] & (v[None] != z[idx, :, None])  # (n_a, D, G)
+    def _choose(self, v: dict[str, Any], rows: Tensor, cand: Tensor, obj: Objective, cfg: CoordinateSearchConfig, *,
+                sizes: list[int]) -> tuple[Tensor, Tensor]:
+        """Score every unchanged coordinate of the active samples ``rows`` at every candidate value ``cand``
+        ``(D, G)``: the next flat latents ``(len(rows), D)`` and which samples can make no more progress."""
+        z, z0, goal = v["z"], v["z0"], v["goal"]
+        ok = ~v["changed"][rows, :, None] & (cand[None] != z[rows, :, None])  # (m, D, G)
         s, d, g = ok.nonzero(as_tuple=True)
-        rows = idx[s]
+        at = rows[s]
 
         def candidates(lo: int, hi: int) -> Tensor:  # the current latents with one coordinate set
-            zc = z[rows[lo:hi]].clone()
-            zc[torch.arange(hi - lo, device=z.device), d[lo:hi]] = v[d[lo:hi], g[lo:hi]]
+            zc = z[at[lo:hi]].clone()
+            zc[torch.arange(hi - lo, device=z.device), d[lo:hi]] = cand[d[lo:hi], g[lo:hi]]
             return zc
 
-        _, out, dist, sizes = self._score(b, latent0, rows, candidates, st["recon"], chunk)
+        out, dist, chunks = self._score(v, at, candidates, cfg.candidate_batch_size)
+        sizes += chunks
         fin = rows_finite(out)
         loss = torch.full(ok.shape, float("inf"), device=z.device, dtype=torch.float64)
-        size = loss.clone()
-        loss[s, d, g] = torch.where(fin, obj.loss(out, goal[rows]).double(), float("inf"))
-        reach = obj.done(out, goal[rows]) & fin
-        if select == "effect":
-            rank = obj.score(out, goal[rows])
-        elif select == "latent":
-            rank = (v[d, g] - z0[rows, d]).abs() / (v.amax(1) - v.amin(1)).clamp_min(1e-12)[d]
+        rank = loss.clone()
+        loss[s, d, g] = torch.where(fin, obj.loss(out, goal[at]).double(), float("inf"))
+        reach = obj.done(out, goal[at]) & fin
+        if cfg.select == "effect":
+            r = obj.score(out, goal[at])
+        elif cfg.select == "latent":
+            r = (cand[d, g] - z0[at, d]).abs() / (cand.amax(1) - cand.amin(1)).clamp_min(1e-12)[d]
         else:
-            rank = dist
-        size[s[reach], d[reach], g[reach]] = rank.double()[reach]
-        flat_size, flat_loss = size.flatten(1), loss.flatten(1)
+            r = dist
+        rank[s[reach], d[reach], g[reach]] = r.double()[reach]
+        rank, loss = rank.flatten(1), loss.flatten(1)
         # reached: the first by `select`; not reached: the lowest loss, if it improves on the current one
-        any_reach = torch.isfinite(flat_size).any(1)
-        best_loss = flat_loss.argmin(1)
-        improves = flat_loss.gather(1, best_loss[:, None]).squeeze(1) < st["loss"][idx]
-        pick = torch.where(any_reach, flat_size.argmin(1), best_loss)
+        any_reach = torch.isfinite(rank).any(1)
+        best = loss.argmin(1)
+        improves = loss.gather(1, best[:, None]).squeeze(1) < v["loss"][rows]
+        pick = torch.where(any_reach, rank.argmin(1), best)
+        nxt = z[rows].clone()
         move = any_reach | improves
-        dd, gg, sel = pick[move] // v.shape[1], pick[move] % v.shape[1], idx[move]
-        z[sel, dd] = v[dd, gg]
-        st["changed"][sel, dd] = True
-        st["n_changes"][sel] += 1
-        st["loss"][sel] = flat_loss[move].gather(1, pick[move, None]).squeeze(1)
-        st["active"][idx[any_reach | ~improves]] = False
-        return sizes
+        dd, gg = pick[move] // cand.shape[1], pick[move] % cand.shape[1]
+        nxt[torch.arange(len(rows), device=z.device)[move], dd] = cand[dd, gg]
+        return nxt, ~move
 
-    def _search(self, b: Inputs, obj: Objective, values: Any, cfg: CoordinateSearchConfig) -> CounterfactualOutput:
+    def _step(self, a: ActiveSet, last: bool, obj: Objective, cand: Tensor, cfg: CoordinateSearchConfig, *,
+              sizes: list[int]) -> Step:
+        """Evaluate the active samples' current latents; for those still searching, choose the next move."""
+        v = a.vars
+        every = torch.arange(len(a), device=v["z"].device)
+        img = self.generator.decode(v["latent"].replace(v["z"].view_as(v["latent"].free)))
+        out = self._model(img, v["others"], v["extra"])
+        sizes.append(len(a))
+        done, finite = obj.done(out, v["goal"]), rows_finite(out)
+        step = Step(done=done, finite=finite, values={"z": v["z"], "x": img, "pred": out})
+        if last:
+            return step
+        v["loss"] = torch.where(finite, obj.loss(out, v["goal"]).double(), float("inf"))
+        v["next"], stuck = v["z"].clone(), torch.zeros_like(done)
+        searching = every[~done & finite]
+        if len(searching):
+            v["next"][searching], stuck[searching] = self._choose(v, searching, cand, obj, cfg, sizes=sizes)
+        step.grad, step.stop = v["z"] - v["next"], stuck
+        return step
+
+    @staticmethod
+    def _update(a: ActiveSet) -> None:
+        """Take the chosen moves: one coordinate per sample, at its candidate value exactly."""
+        v = a.vars
+        v["changed"] = v["changed"] | (v["next"] != v["z"])
+        v["z"] = v.pop("next")
+
+    def _search(self, b: Inputs, obj: Objective, values: Any, cfg: CoordinateSearchConfig,
+                progress: bool) -> CounterfactualOutput:
         t0 = time.perf_counter()
         n = len(b)
         with torch.no_grad():
@@ -245,36 +268,28 @@ class LatentCoordinateSearch(CounterfactualMethod):
             src_pred = self._model(b.x, b.others, b.extra).detach()
         goal = obj.prepare(src_pred, b.target)
         z0 = latent0.free.reshape(n, -1)
-        v = candidate_values(values, z0)
-        every = torch.arange(n, device=b.x.device)
-        chunk = cfg.candidate_batch_size
-        _, pred0, _, sizes = self._score(b, latent0, every, lambda lo, hi: z0[lo:hi], recon, chunk)
-        fin0 = rows_finite(pred0)
-        st = {"z": z0.clone(), "z0": z0, "goal": goal, "recon": recon,
-              "changed": torch.zeros(z0.shape, dtype=torch.bool, device=z0.device),
-              "n_changes": torch.zeros(n, dtype=torch.long, device=z0.device),
-              "loss": torch.where(fin0, obj.loss(pred0, goal).double(), float("inf")),
-              "active": fin0 & ~obj.done(pred0, goal)}
-        batch_sizes = [(k, False) for k in sizes]
-        for _ in range(cfg.max_changes):
-            if not bool(st["active"].any()):
-                break
-            batch_sizes += [(k, False) for k in self._round(b, latent0, st, v, obj, cfg.select, chunk)]
-        imgs, pred, _, sizes = self._score(b, latent0, every, lambda lo, hi: st["z"][lo:hi], recon, chunk, keep=True)
-        fin = rows_finite(pred)
-        batch_sizes += [(k, False) for k in sizes]
+        cand = candidate_values(values, z0)
+        sizes: list[int] = []  # images of every decode, for active_batch_sizes
+        a = ActiveSet(n, b.x.device, vars={
+            "z": z0.clone(), "z0": z0, "goal": goal, "latent": latent0, "recon": recon, "others": b.others,
+            "extra": b.extra, "changed": torch.zeros(z0.shape, dtype=torch.bool, device=z0.device)},
+            results={"z": z0.clone(), "x": recon.clone(), "pred": torch.zeros_like(src_pred)})
+        with torch.no_grad():
+            a.run(lambda a, last: self._step(a, last, obj, cand, cfg, sizes=sizes), lambda a, _: self._update(a),
+                  cfg.max_changes, progress=progress, desc="coordinate search")
+        pred = a.results["pred"]
         return CounterfactualOutput(
-            counterfactuals=torch.cat(imgs),
-            latents=latent0.replace(st["z"].view_as(latent0.free)),
+            counterfactuals=a.results["x"],
+            latents=latent0.replace(a.results["z"].view_as(latent0.free)),
             original_latents=latent0,
             reconstructions=recon,
             original_predictions=src_pred,
             predictions=pred,
-            success=obj.done(pred, goal) & fin,
-            n_steps=st["n_changes"],
+            success=a.success,
+            n_steps=a.n_steps,
             goals=goal,
-            nonfinite=~fin0 | ~fin,
-            active_batch_sizes=batch_sizes,
+            nonfinite=a.nonfinite,
+            active_batch_sizes=[(k, False) for k in sizes],
             seconds=time.perf_counter() - t0,
             projection_ok=latent0.diagnostics.get("projection_ok"),
         )
