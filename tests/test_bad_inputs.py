@@ -17,6 +17,7 @@ from captum_cfx import (
     Flip,
     Latent,
     LatentAdam,
+    LatentCoordinateSearch,
     LatentCounterfactualAttack,
     LatentIntegratedGradients,
     RegressionTarget,
@@ -44,6 +45,13 @@ def _attack(**kw):
     model = kw.pop("model", clf)
     gen = kw.pop("gen", gen)
     return lambda: LatentCounterfactualAttack(model, gen).generate(x, **{"target": 1, "max_steps": 3, **kw})
+
+
+def _search(**kw):
+    _, clf, gen, x = _world()
+    x = kw.pop("x", x)
+    model = kw.pop("model", clf)
+    return lambda: LatentCoordinateSearch(model, gen).generate(x, **{"target": 1, **kw})
 
 
 class _NoGradDecoder(torch.nn.Module):
@@ -116,6 +124,16 @@ CASES = {
     "bad source": (_attack(source="decoder"), ValueError, "`source`"),
     "flip on one logit": (_attack(model=lambda x: x.flatten(1)[:, :1], objective=Flip(), target=None), ValueError,
                           "ProbabilityThreshold"),
+    # the coordinate search: the same front-end, its own settings
+    "search: wrong size": (_search(x=torch.rand(4, 1, 9, 9)), ValueError, r"\(N, 1, 8, 8\)"),
+    "search: NaN images": (_search(x=torch.full((4, 1, 8, 8), float("nan"))), ValueError, "NaN or Inf"),
+    "search: target too large": (_search(target=3), ValueError, r"class indices in \[0, 2\]"),
+    "search: missing target": (_search(target=None), ValueError, "`target` is required"),
+    "search: model returns numpy": (_search(model=lambda x: np.zeros((len(x), 3))), TypeError,
+                                    "`forward_func` must return a tensor"),
+    "search: zero max_changes": (_search(max_changes=0), ValueError, "`max_changes`"),
+    "search: values of another latent": (_search(values=torch.zeros(5, 3)), ValueError, "`values` must be"),
+    "search: one input, no values": (_search(x=torch.rand(1, 1, 8, 8)), ValueError, "`values` must be given"),
     # models and generators
     "generator on another device": (_attack(gen=_meta_generator()), ValueError, "`generator` is on meta"),
     "decoder not differentiable": (_attack(gen=VAEGenerator(_NoGradDecoder(), image_shape=(1, 8, 8))), TypeError,
