@@ -156,8 +156,8 @@ class LatentCoordinateSearch(CounterfactualMethod):
                 candidate range.
             candidate_batch_size: candidate images decoded and scored at a time.
             internal_batch_size: search the inputs in chunks of this size (memory); the default candidate
-                values are still the quantiles of the whole batch (encoded chunk by chunk first), so the
-                results do not depend on the chunking.
+                values are still the quantiles of the whole batch (encoded chunk by chunk first, an extra
+                encoding pass that passing ``values`` avoids), so the results do not depend on the chunking.
             progress: show a tqdm progress bar over rounds.
 
         Returns:
